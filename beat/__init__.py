@@ -1,0 +1,1 @@
+"""Celery beat: the periodic schedule and periodic tasks; arrives with issue 3."""

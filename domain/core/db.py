@@ -1,0 +1,92 @@
+"""SQLAlchemy base, engine and sessions.
+
+The engine is sized for gevent workers (about ten pooled connections per worker served
+best here), checks connections before use so a restarted PostgreSQL is picked up by
+itself, and gives up quickly when the server is unreachable so callers can answer 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, text
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from domain.core.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Seconds: connecting to an unreachable server, and the longest statement we allow.
+CONNECT_TIMEOUT = 1
+STATEMENT_TIMEOUT_MS = 10_000
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
+    """Create the engine for `settings.database_url` with the service's pool settings."""
+    options: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_pool_size,
+        "pool_timeout": settings.db_pool_timeout,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {
+            "connect_timeout": CONNECT_TIMEOUT,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            "application_name": "deepref",
+        },
+    }
+    options.update(overrides)
+    return create_engine(settings.require_database_url(), **options)
+
+
+class Database:
+    """Hands out sessions; tests build one bound to a connection inside a transaction."""
+
+    def __init__(self, bind: Engine | Connection) -> None:
+        self.bind = bind
+        self._factory = sessionmaker(
+            bind=bind,
+            expire_on_commit=False,
+            # Under a test's outer transaction, commits only release a savepoint.
+            join_transaction_mode="create_savepoint",
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(create_db_engine(settings))
+
+    def session(self) -> Session:
+        return self._factory()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session whose work is committed on success and rolled back on error."""
+        with self._factory() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        """Run a trivial query; raises sqlalchemy.exc.OperationalError when unreachable."""
+        with self._factory() as session:
+            session.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        if isinstance(self.bind, Engine):
+            self.bind.dispose()

@@ -1,0 +1,7 @@
+"""Import every model module so that Base.metadata knows every table."""
+
+
+def import_all() -> None:
+    import domain.idempotency.models
+    import domain.operations.models
+    import domain.users.models  # noqa: F401

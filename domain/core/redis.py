@@ -1,0 +1,22 @@
+"""The Redis client used for rate limits, caching and (later) pub/sub."""
+
+from __future__ import annotations
+
+import redis
+
+from domain.core.config import Settings
+
+# Seconds: Redis answers in microseconds; anything slower means it is unreachable.
+SOCKET_TIMEOUT = 1.0
+
+
+def create_redis(settings: Settings, max_connections: int = 50) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.require_redis_url(),
+        max_connections=max_connections,
+        timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=SOCKET_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)

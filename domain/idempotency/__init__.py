@@ -1,0 +1,1 @@
+"""Idempotency-Key records: a repeated POST replays the first response."""

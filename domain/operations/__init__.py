@@ -1,0 +1,1 @@
+"""Operations (the job record of every asynchronous request) and the transactional outbox."""

@@ -1,0 +1,1 @@
+"""The Falcon ingress: routing, middleware, request/response schemas, OpenAPI."""

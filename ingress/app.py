@@ -1,0 +1,92 @@
+"""The Falcon application factory; `ingress.app:app` is what gunicorn serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import redis
+
+from domain.core.config import Settings, load_settings
+from domain.core.crypto import KeyRing
+from domain.core.db import Database
+from domain.core.encrypted import install_keyring
+from domain.core.logging import configure_logging
+from domain.core.ratelimit import RateLimiter
+from domain.core.redis import create_redis
+from domain.users.service import Accounts
+from ingress import errors, middleware, openapi
+from ingress.context import ApiRequest, Services
+from ingress.resources import auth, ops, users
+
+API = "/api/v1"
+VERSION = "0.1.0"
+
+
+def api_routes(services: Services) -> list[tuple[str, object]]:
+    """Every route of the service; the OpenAPI document is generated from this list."""
+    return [
+        ("/healthz", ops.Healthz()),
+        ("/readyz", ops.Readyz(services)),
+        (f"{API}/auth/register", auth.Register()),
+        (f"{API}/auth/login", auth.Login()),
+        (f"{API}/auth/refresh", auth.Refresh()),
+        (f"{API}/auth/logout", auth.Logout()),
+        (f"{API}/auth/mfa/setup", auth.MfaSetup()),
+        (f"{API}/auth/mfa/enable", auth.MfaEnable()),
+        (f"{API}/auth/mfa/disable", auth.MfaDisable()),
+        (f"{API}/users/me", users.Me()),
+        (f"{API}/users", users.UserList()),
+        (f"{API}/users/{{user_id:uuid}}", users.UserItem()),
+    ]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    redis_client: redis.Redis | None = None,
+) -> falcon.App[ApiRequest, falcon.Response]:
+    """Build the ingress. Tests pass their own database (one transaction per test) and Redis."""
+    install_keyring(KeyRing(settings.master_key))
+    client = redis_client or create_redis(settings)
+    services = Services(
+        settings=settings,
+        database=database or Database.from_settings(settings),
+        redis=client,
+        accounts=Accounts.from_settings(settings),
+        limiter=RateLimiter(client),
+    )
+    stack: list[Any] = [middleware.RequestLifecycle(services)]
+    if settings.allowed_origins:
+        stack.append(
+            falcon.CORSMiddleware(
+                allow_origins=list(settings.allowed_origins),
+                expose_headers=["X-Request-Id", "Retry-After", "Idempotent-Replayed", "RateLimit-Remaining"],
+            )
+        )
+    stack += [middleware.RateLimit(services), middleware.JsonBody(services), middleware.Idempotency()]
+    stack.append(middleware.DatabaseSession())
+    app = falcon.App(request_type=ApiRequest, middleware=stack)
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.secure_cookies_by_default = True
+    errors.install(app)
+
+    routes = api_routes(services)
+    for template, resource in routes:
+        app.add_route(template, resource)
+    app.add_route(f"{API}/openapi.json", openapi.OpenApiDocument(openapi.build_document(routes, VERSION)))
+    app.add_route("/docs", openapi.DocsPage())
+    app.add_route("/docs/init.js", openapi.DocsInit())
+    app.add_route("/metrics", ops.Metrics())
+    return app
+
+
+def __getattr__(name: str) -> falcon.App[ApiRequest, falcon.Response]:
+    """Build `app` on first access, so importing this module has no side effects."""
+    if name == "app":
+        configure_logging()
+        application = create_app(load_settings())
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,147 @@
+"""The `deepref` command: run the whole system, migrate, create administrators."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from domain.core.config import PROJECT_ROOT, SettingsError, load_settings
+from domain.core.embedded import EmbeddedPostgres, EmbeddedRedis
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deepref", description="DeepRef backend")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start every process in the foreground (embedded databases when unset)")
+    commands.add_parser("migrate", help="apply database migrations")
+    admin = commands.add_parser("create-admin", help="create an administrator account")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": lambda _: run(),
+        "migrate": lambda _: migrate(),
+        "create-admin": create_admin,
+    }
+    try:
+        return handlers[args.command](args)
+    except SettingsError as exc:
+        print(f"deepref: {exc}", file=sys.stderr)
+        return 2
+
+
+def migrate() -> int:
+    from domain.core import migrate as migrations
+
+    load_settings().require_database_url()
+    migrations.upgrade()
+    print("deepref: database is at the latest migration")
+    return 0
+
+
+def create_admin(args: argparse.Namespace) -> int:
+    from domain.core.crypto import KeyRing
+    from domain.core.db import Database
+    from domain.core.encrypted import install_keyring
+    from domain.core.errors import DomainError
+    from domain.users import service as users
+
+    settings = load_settings()
+    install_keyring(KeyRing(settings.master_key))
+    password = os.environ.get("DEEPREF_ADMIN_PASSWORD") or getpass.getpass("Password: ")
+    database = Database.from_settings(settings)
+    try:
+        with database.transaction() as session:
+            admin = users.create_admin(
+                session, users.Accounts.from_settings(settings), email=args.email, password=password, name=args.name
+            )
+    except DomainError as exc:
+        print(f"deepref: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    print(f"deepref: administrator {admin.id} created")
+    return 0
+
+
+def run() -> int:
+    """Start embedded services if needed, migrate, then supervise every process until Ctrl-C."""
+    var_dir = Path(os.environ.get("DEEPREF_VAR_DIR", PROJECT_ROOT / "var"))
+    embedded: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        if not os.environ.get("DATABASE_URL"):
+            postgres = EmbeddedPostgres(var_dir / "postgres")
+            embedded.append(postgres)
+            os.environ["DATABASE_URL"] = postgres.start()
+            print(f"deepref: embedded PostgreSQL at {os.environ['DATABASE_URL']}", flush=True)
+        if not os.environ.get("REDIS_URL"):
+            redis_server = EmbeddedRedis(var_dir / "redis")
+            embedded.append(redis_server)
+            os.environ["REDIS_URL"] = redis_server.start()
+            print(f"deepref: embedded Redis at {os.environ['REDIS_URL']}", flush=True)
+        migrate()
+        return supervise(process_commands(), var_dir)
+    finally:
+        for service in reversed(embedded):
+            service.stop()
+
+
+def process_commands() -> dict[str, list[str]]:
+    """The processes `run` starts, by name."""
+    settings = load_settings()
+    return {
+        "ingress": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(PROJECT_ROOT / "ingress" / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{settings.ingress_port}",
+            "ingress.app:app",
+        ],
+    }
+
+
+def supervise(commands: dict[str, list[str]], var_dir: Path) -> int:
+    """Run the processes until one exits or we are told to stop; then stop them all."""
+    metrics_dir = var_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # Own sessions: Ctrl-C reaches only this supervisor, which then stops each child gracefully.
+    children = {
+        name: subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+        for name, cmd in commands.items()
+    }
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    exited: str | None = None
+    while not stopping and exited is None:
+        exited = next((name for name, child in children.items() if child.poll() is not None), None)
+        time.sleep(0.2)
+    if exited:
+        print(f"deepref: {exited} exited with {children[exited].returncode}; stopping", file=sys.stderr)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0 if exited is None else 1

@@ -1,0 +1,1 @@
+"""HTTP resources: each turns a request into a call to a domain service."""

@@ -1,0 +1,1 @@
+"""Request and response schemas; the same models validate requests and generate OpenAPI."""
