@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from domain.core.config import Settings
 
@@ -18,5 +20,7 @@ def create_redis(settings: Settings, max_connections: int = 50) -> redis.Redis:
         socket_connect_timeout=SOCKET_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
         health_check_interval=30,
+        # One quick retry: a restarted Redis is picked up, a dead one fails fast (no 8 s of backoff).
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
     )
     return redis.Redis(connection_pool=pool)

@@ -25,7 +25,7 @@ class RegisterRequest(RequestModel):
 class LoginRequest(RequestModel):
     email: str = Field(min_length=1, max_length=254)
     password: str = PASSWORD_FIELD
-    mfa_code: str | None = OTP_CODE
+    mfa_code: str | None = Field(default=None, min_length=6, max_length=8, pattern=r"^[0-9]+$")
 
 
 class RefreshRequest(RequestModel):

@@ -1,0 +1,136 @@
+"""The real processes: `deepref run` (gunicorn + gevent) and `deepref create-admin`."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from domain.core.embedded import free_port
+from tests.conftest import PASSWORD, TEST_VAR, create_database, worker_id
+
+pytestmark = pytest.mark.e2e
+DEEPREF = str(Path(sys.executable).with_name("deepref"))
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "deepref run exited early"
+        try:
+            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or workers still booting
+            pass
+        time.sleep(0.2)
+    raise AssertionError("ingress did not become ready")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    process.send_signal(sig)
+    return process.wait(60)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def system_env(servers, tmp_path):
+    env = {
+        **os.environ,
+        "DEEPREF_ENV": "development",
+        "DATABASE_URL": create_database(servers.database_url, f"deepref_e2e_{worker_id()}"),
+        "REDIS_URL": servers.redis_url,
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "DEEPREF_VAR_DIR": str(tmp_path),
+        "INGRESS_PORT": str(free_port()),
+        "BCRYPT_ROUNDS": "4",
+        "WEB_CONCURRENCY": "2",
+    }
+    return env
+
+
+def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
+    base = f"http://127.0.0.1:{system_env['INGRESS_PORT']}"
+    log = (Path(system_env["DEEPREF_VAR_DIR"]) / "run.log").open("wb")
+    process = subprocess.Popen([DEEPREF, "run"], env=system_env, stdout=log, stderr=log)
+    try:
+        _wait_ready(base, process)
+        email = f"e2e-{secrets.token_hex(4)}@example.com"
+        body = {"email": email, "password": PASSWORD, "role": "employer", "name": "Eve"}
+        registered = requests.post(f"{base}/api/v1/auth/register", json=body, timeout=10)
+        assert registered.status_code == 201
+        tokens = registered.json()
+        headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+
+        # Many requests at once: gevent workers serve them concurrently over the pool.
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            statuses = list(pool.map(lambda _: requests.get(f"{base}/api/v1/users/me", headers=headers,
+                                                             timeout=10).status_code, range(60)))
+        assert statuses == [200] * 60
+
+        refreshed = requests.post(f"{base}/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]},
+                                  timeout=10)
+        assert refreshed.status_code == 200
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        assert 'route="/api/v1/users/me"' in metrics
+
+        admin_env = {**system_env, "DEEPREF_ADMIN_PASSWORD": PASSWORD}
+        created = subprocess.run(
+            [DEEPREF, "create-admin", "--email", f"root-{email}", "--name", "Root"],
+            env=admin_env, capture_output=True, text=True, timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        login = requests.post(f"{base}/api/v1/auth/login", json={"email": f"root-{email}", "password": PASSWORD},
+                              timeout=10)
+        assert login.json()["user"]["role"] == "admin"
+        listing = requests.get(f"{base}/api/v1/users", params={"role": "employer"},
+                               headers={"Authorization": f"Bearer {login.json()['accessToken']}"}, timeout=10)
+        assert email in [user["email"] for user in listing.json()["items"]]
+        duplicate = subprocess.run(
+            [DEEPREF, "create-admin", "--email", f"root-{email}", "--name", "Root"],
+            env=admin_env, capture_output=True, text=True, timeout=60,
+        )
+        assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+    finally:
+        assert _stop(process) == 0
+        log.close()
+    assert not _port_open(int(system_env["INGRESS_PORT"]))
+
+
+def test_run_starts_and_stops_embedded_servers(system_env):
+    env = {k: v for k, v in system_env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["DEEPREF_VAR_DIR"] = str(TEST_VAR / f"run-{worker_id()}")
+    base = f"http://127.0.0.1:{env['INGRESS_PORT']}"
+    process = subprocess.Popen([DEEPREF, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(base, process, timeout=120)
+    finally:
+        assert _stop(process, signal.SIGINT) == 0
+    output = process.stdout.read().decode() if process.stdout else ""
+    assert "embedded PostgreSQL at" in output and "embedded Redis at" in output
+    redis_port = int(output.split("embedded Redis at redis://127.0.0.1:")[1].split("/")[0])
+    assert not _port_open(redis_port)
+    assert not (Path(env["DEEPREF_VAR_DIR"]) / "postgres" / "postmaster.pid").exists()
+
+
+def test_cli_reports_configuration_errors(tmp_path):
+    env = {**os.environ, "DEEPREF_ENV": "production", "DEEPREF_VAR_DIR": str(tmp_path)}
+    env.pop("SECRET_KEY", None)
+    env.pop("MASTER_KEY", None)
+    result = subprocess.run([DEEPREF, "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "production refuses to start" in result.stderr
