@@ -119,8 +119,7 @@ def supervise(commands: dict[str, list[str]], var_dir: Path) -> int:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     # Own sessions: Ctrl-C reaches only this supervisor, which then stops each child gracefully.
     children = {
-        name: subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, start_new_session=True)
-        for name, cmd in commands.items()
+        name: subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, start_new_session=True) for name, cmd in commands.items()
     }
     stopping = False
 

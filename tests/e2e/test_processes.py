@@ -78,12 +78,17 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
 
         # Many requests at once: gevent workers serve them concurrently over the pool.
         with ThreadPoolExecutor(max_workers=20) as pool:
-            statuses = list(pool.map(lambda _: requests.get(f"{base}/api/v1/users/me", headers=headers,
-                                                             timeout=10).status_code, range(60)))
+            statuses = list(
+                pool.map(
+                    lambda _: requests.get(f"{base}/api/v1/users/me", headers=headers, timeout=10).status_code,
+                    range(60),
+                )
+            )
         assert statuses == [200] * 60
 
-        refreshed = requests.post(f"{base}/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]},
-                                  timeout=10)
+        refreshed = requests.post(
+            f"{base}/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]}, timeout=10
+        )
         assert refreshed.status_code == 200
         metrics = requests.get(f"{base}/metrics", timeout=10).text
         assert 'route="/api/v1/users/me"' in metrics
@@ -91,18 +96,29 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
         admin_env = {**system_env, "DEEPREF_ADMIN_PASSWORD": PASSWORD}
         created = subprocess.run(
             [DEEPREF, "create-admin", "--email", f"root-{email}", "--name", "Root"],
-            env=admin_env, capture_output=True, text=True, timeout=60,
+            env=admin_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert created.returncode == 0, created.stderr
-        login = requests.post(f"{base}/api/v1/auth/login", json={"email": f"root-{email}", "password": PASSWORD},
-                              timeout=10)
+        login = requests.post(
+            f"{base}/api/v1/auth/login", json={"email": f"root-{email}", "password": PASSWORD}, timeout=10
+        )
         assert login.json()["user"]["role"] == "admin"
-        listing = requests.get(f"{base}/api/v1/users", params={"role": "employer"},
-                               headers={"Authorization": f"Bearer {login.json()['accessToken']}"}, timeout=10)
+        listing = requests.get(
+            f"{base}/api/v1/users",
+            params={"role": "employer"},
+            headers={"Authorization": f"Bearer {login.json()['accessToken']}"},
+            timeout=10,
+        )
         assert email in [user["email"] for user in listing.json()["items"]]
         duplicate = subprocess.run(
             [DEEPREF, "create-admin", "--email", f"root-{email}", "--name", "Root"],
-            env=admin_env, capture_output=True, text=True, timeout=60,
+            env=admin_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
     finally:

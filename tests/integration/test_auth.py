@@ -66,7 +66,9 @@ def test_malformed_json_wrong_type_and_empty_body(client):
     assert not_object.status_code == 400 and "JSON object" in not_object.json["message"]
     empty = client.simulate_post(REGISTER, headers={"Content-Type": "application/json"})
     assert empty.status_code == 400
-    form = client.simulate_post(REGISTER, body=b"email=a", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    form = client.simulate_post(
+        REGISTER, body=b"email=a", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert form.status_code == 415 and form.json["error"] == "Unsupported Media Type"
     no_type = client.simulate_post(REGISTER, body=b"{}")
     assert no_type.status_code == 415

@@ -51,9 +51,7 @@ def test_repeat_while_first_is_running_is_409(client, database):
 
 def test_keys_are_scoped_to_the_caller(client, database):
     client.simulate_post(REGISTER, json=BODY, headers={"Idempotency-Key": "k"})
-    elsewhere = client.simulate_post(
-        REGISTER, json=BODY, headers={"Idempotency-Key": "k"}, remote_addr="203.0.113.7"
-    )
+    elsewhere = client.simulate_post(REGISTER, json=BODY, headers={"Idempotency-Key": "k"}, remote_addr="203.0.113.7")
     assert elsewhere.status_code == 409  # a genuine second attempt: the email is taken
     assert "Idempotent-Replayed" not in elsewhere.headers
 

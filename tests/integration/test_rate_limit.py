@@ -49,8 +49,9 @@ def test_login_per_email_limit_holds_across_addresses(limited_client):
     register(limited_client, email="ann@example.com")
     body = {"email": "ann@example.com", "password": "wrong password!"}
     for address in ("198.51.100.1", "198.51.100.2"):
-        limited_client.simulate_post("/api/v1/auth/login", json=body, remote_addr="127.0.0.1",
-                                     headers={"X-Forwarded-For": address})
+        limited_client.simulate_post(
+            "/api/v1/auth/login", json=body, remote_addr="127.0.0.1", headers={"X-Forwarded-For": address}
+        )
     third = limited_client.simulate_post(
         "/api/v1/auth/login", json=body, remote_addr="127.0.0.1", headers={"X-Forwarded-For": "198.51.100.3"}
     )

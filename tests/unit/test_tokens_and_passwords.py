@@ -31,7 +31,13 @@ def _forge(claims, key=SECRET, algorithm="HS256"):
 
 def _claims(**overrides):
     now = datetime.now(UTC)
-    base = {"sub": str(uuid.uuid4()), "iss": "deepref", "aud": "deepref-api", "iat": now, "exp": now + timedelta(minutes=5)}
+    base = {
+        "sub": str(uuid.uuid4()),
+        "iss": "deepref",
+        "aud": "deepref-api",
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -56,8 +62,8 @@ def test_forged_or_malformed_tokens_are_refused(tokens, token_factory):
 
 
 def test_tampered_payload_is_refused(tokens):
-    header, payload, signature = tokens.issue(uuid.uuid4()).split(".")
-    other_header, other_payload, _ = tokens.issue(uuid.uuid4()).split(".")
+    header, _payload, signature = tokens.issue(uuid.uuid4()).split(".")
+    _other_header, other_payload, _ = tokens.issue(uuid.uuid4()).split(".")
     with pytest.raises(AuthenticationFailed):
         tokens.subject(f"{header}.{other_payload}.{signature}")
 
