@@ -88,6 +88,8 @@ def run() -> int:
             os.environ["REDIS_URL"] = redis_server.start()
             print(f"deepref: embedded Redis at {os.environ['REDIS_URL']}", flush=True)
         migrate()
+        port = load_settings().ingress_port
+        print(f"deepref: API at http://127.0.0.1:{port}/api/v1, docs at http://127.0.0.1:{port}/docs", flush=True)
         return supervise(process_commands(), var_dir)
     finally:
         for service in reversed(embedded):

@@ -91,7 +91,7 @@ class RequestLifecycle:
             extra={
                 "request_id": ctx.request_id,
                 "method": req.method,
-                "path": req.path,
+                # The route template, not the path: paths can carry tokens (e.g. referee links).
                 "route": route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),

@@ -68,6 +68,7 @@ class Login:
         auth=False,
         body=LoginRequest,
         response=TokenResponse,
+        errors=(401,),
     )
     def on_post(self, req: ApiRequest, resp: falcon.Response) -> None:
         data: LoginRequest = req.context.input
@@ -90,6 +91,7 @@ class Refresh:
         auth=False,
         body=RefreshRequest,
         response=TokenResponse,
+        errors=(401,),
     )
     def on_post(self, req: ApiRequest, resp: falcon.Response) -> None:
         data: RefreshRequest = req.context.input

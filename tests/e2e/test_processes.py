@@ -41,6 +41,11 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
     return process.wait(60)
 
 
+def _create_admin(email: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [DEEPREF, "create-admin", "--email", email, "--name", "Root"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -94,13 +99,7 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
         assert 'route="/api/v1/users/me"' in metrics
 
         admin_env = {**system_env, "DEEPREF_ADMIN_PASSWORD": PASSWORD}
-        created = subprocess.run(
-            [DEEPREF, "create-admin", "--email", f"root-{email}", "--name", "Root"],
-            env=admin_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        created = _create_admin(f"root-{email}", admin_env)
         assert created.returncode == 0, created.stderr
         login = requests.post(
             f"{base}/api/v1/auth/login", json={"email": f"root-{email}", "password": PASSWORD}, timeout=10
@@ -113,13 +112,7 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
             timeout=10,
         )
         assert email in [user["email"] for user in listing.json()["items"]]
-        duplicate = subprocess.run(
-            [DEEPREF, "create-admin", "--email", f"root-{email}", "--name", "Root"],
-            env=admin_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        duplicate = _create_admin(f"root-{email}", admin_env)
         assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
     finally:
         assert _stop(process) == 0

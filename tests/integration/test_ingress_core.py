@@ -3,6 +3,8 @@
 import falcon.testing
 import pytest
 
+from domain.core.logging import JsonFormatter
+
 from ingress.app import create_app
 
 
@@ -113,3 +115,13 @@ def test_docs_page_is_served(client, path):
     assert result.status_code == 200
     assert "swagger" in result.text.lower() or "SwaggerUIBundle" in result.text
     assert "cdn.jsdelivr.net" in result.headers["Content-Security-Policy"]
+
+
+def test_access_log_is_json_with_request_id_and_no_raw_path(client, caplog):
+    caplog.set_level("INFO", logger="deepref.access")
+    client.simulate_get("/api/v1/users/me", headers={"X-Request-Id": "log-check-1"})
+    record = next(r for r in caplog.records if getattr(r, "request_id", None) == "log-check-1")
+    assert (record.method, record.route, record.status) == ("GET", "/api/v1/users/me", 401)
+    assert record.duration_ms >= 0 and record.client_ip == "127.0.0.1"
+    line = JsonFormatter().format(record)
+    assert '"request_id": "log-check-1"' in line and '"level": "info"' in line
