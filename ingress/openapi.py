@@ -19,7 +19,7 @@ PARAM = re.compile(r"{(\w+)(?::(\w+))?}")
 # Failures any endpoint can answer with, besides the ones it declares.
 COMMON_ERRORS = (400, 413, 415, 422, 429, 500, 503)
 REQUEST_ID_HEADER = {"description": "Echoed or generated request id", "required": True, "schema": {"type": "string"}}
-RETRY_AFTER_HEADER = {"description": "Seconds to wait before retrying", "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+RETRY_AFTER_HEADER = {"description": "Seconds before retrying", "schema": {"type": "string", "pattern": "^[0-9]+$"}}
 
 
 def build_document(routes: list[tuple[str, object]], version: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ import falcon.testing
 import pytest
 
 from domain.core.logging import JsonFormatter
-
 from ingress.app import create_app
 
 
