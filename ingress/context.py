@@ -40,6 +40,7 @@ class RequestContext(falcon.Context):
         self.body = b""
         self.token_subject = None
         self._session: Session | None = None
+        self.read_only = False
         self._user: User | None = None
         self.input: Any = None
         self.query: Any = None
@@ -48,7 +49,7 @@ class RequestContext(falcon.Context):
     def session(self) -> Session:
         """The request's database session, opened on first use."""
         if self._session is None:
-            self._session = self.services.database.session()
+            self._session = self.services.database.session(read_only=self.read_only)
         return self._session
 
     @property

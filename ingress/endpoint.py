@@ -35,6 +35,7 @@ class EndpointSpec:
     auth: bool = True
     roles: tuple[Role, ...] = ()
     errors: tuple[int, ...] = field(default=())
+    read_only: bool = False
 
 
 def endpoint(
@@ -48,12 +49,15 @@ def endpoint(
     auth: bool = True,
     roles: tuple[Role, ...] = (),
     errors: tuple[int, ...] = (),
+    read_only: bool = False,
 ) -> Callable[[Responder], Responder]:
-    spec = EndpointSpec(summary, tag, body, query, response, status, auth, roles, errors)
+    """Declare an endpoint; `read_only` ones query without a transaction and must not write."""
+    spec = EndpointSpec(summary, tag, body, query, response, status, auth, roles, errors, read_only)
 
     def decorate(responder: Responder) -> Responder:
         @functools.wraps(responder)
         def wrapped(resource: Any, req: ApiRequest, resp: falcon.Response, **params: Any) -> None:
+            req.context.read_only = spec.read_only
             if spec.auth:
                 authenticate(req, spec.roles)
             if spec.query is not None:

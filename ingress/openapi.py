@@ -18,8 +18,15 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 PARAM = re.compile(r"{(\w+)(?::(\w+))?}")
 # Failures any endpoint can answer with, besides the ones it declares.
 COMMON_ERRORS = (400, 413, 415, 422, 429, 500, 503)
-REQUEST_ID_HEADER = {"description": "Echoed or generated request id", "required": True, "schema": {"type": "string"}}
-RETRY_AFTER_HEADER = {"description": "Seconds before retrying", "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+REQUEST_ID_HEADER: dict[str, Any] = {
+    "description": "Echoed or generated request id",
+    "required": True,
+    "schema": {"type": "string"},
+}
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "Seconds before retrying",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
 
 
 def build_document(routes: list[tuple[str, object]], version: str) -> dict[str, Any]:
@@ -123,9 +130,9 @@ def _responses(spec: EndpointSpec, keyed: dict[Any, Any]) -> dict[str, Any]:
     codes = set(COMMON_ERRORS) | set(spec.errors) | ({401, 404} if spec.auth else set())
     if spec.body is None:
         codes -= {413, 415}
-    responses = {str(spec.status): success}
+    responses: dict[str, Any] = {str(spec.status): success}
     for code in sorted(codes):
-        headers = {"X-Request-Id": REQUEST_ID_HEADER}
+        headers: dict[str, Any] = {"X-Request-Id": REQUEST_ID_HEADER}
         if code in (429, 503):
             headers["Retry-After"] = RETRY_AFTER_HEADER
         responses[str(code)] = {"description": HTTPStatus(code).phrase, "headers": headers, "content": error_schema}

@@ -58,7 +58,7 @@ class Settings(BaseModel):
     rate_limit_per_minute: int = 100
     login_rate_limit_per_minute: int = 10
     db_pool_size: int = 10
-    db_pool_timeout: float = 2.0
+    db_pool_timeout: float = 5.0
     jwt_issuer: str = "deepref"
     jwt_audience: str = "deepref-api"
 
@@ -128,6 +128,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             rate_limit_per_minute=int(env.get("RATE_LIMIT_PER_MINUTE", "100")),
             login_rate_limit_per_minute=int(env.get("LOGIN_RATE_LIMIT_PER_MINUTE", "10")),
             db_pool_size=int(env.get("DB_POOL_SIZE", "10")),
+            db_pool_timeout=float(env.get("DB_POOL_TIMEOUT", "5")),
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())

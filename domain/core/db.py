@@ -43,7 +43,9 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
     """Create the engine for `settings.database_url` with the service's pool settings."""
     options: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_pool_size,
+        # No overflow: overflow connections are opened and closed under load, and every new
+        # PostgreSQL connection forks a backend. Requests queue for a pooled one instead.
+        "max_overflow": 0,
         "pool_timeout": settings.db_pool_timeout,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
@@ -70,13 +72,17 @@ class Database:
             # Under a test's outer transaction, commits only release a savepoint.
             join_transaction_mode="create_savepoint",
         )
+        # Reads need no transaction: autocommit saves the BEGIN and COMMIT round trips.
+        reader = bind.execution_options(isolation_level="AUTOCOMMIT") if isinstance(bind, Engine) else bind
+        self._read_factory = sessionmaker(bind=reader, expire_on_commit=False, join_transaction_mode="create_savepoint")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         return cls(create_db_engine(settings))
 
-    def session(self) -> Session:
-        return self._factory()
+    def session(self, read_only: bool = False) -> Session:
+        """A new session; `read_only` ones run each statement on its own (never write with them)."""
+        return self._read_factory() if read_only else self._factory()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

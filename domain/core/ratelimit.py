@@ -42,10 +42,9 @@ class RateLimiter:
         window_index = int(now // window)
         key = f"{self._prefix}:{bucket}:{subject}:{window_index}"
         try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, window + 1)
-            count = int(pipe.execute()[0])
+            count = int(self._client.incr(key))
+            if count == 1:  # the window's first hit; the key name changes with each window anyway
+                self._client.expire(key, window + 1)
         except redis.RedisError as exc:
             self._skip_until = now + BACKOFF_SECONDS
             logger.warning("rate limiter unavailable, letting requests through", extra={"error": str(exc)})

@@ -121,9 +121,8 @@ def login(
 
 def refresh(session: Session, accounts: Accounts, refresh_token: str) -> tuple[User, TokenPair]:
     """Rotate a refresh token: the old one is spent, a new one of the same family is issued."""
-    record = consume_refresh_token(session, refresh_token)
-    user = session.get(User, record.user_id)
-    if user is None or not user.is_active:
+    record, user = consume_refresh_token(session, refresh_token)
+    if not user.is_active:
         raise AuthenticationFailed("refresh token is invalid")
     pair = TokenPair(
         access_token=accounts.access_tokens.issue(user.id),

@@ -80,16 +80,22 @@ def issue_refresh_token(session: Session, user: User, ttl_seconds: int, family_i
     return token
 
 
-def consume_refresh_token(session: Session, token: str) -> RefreshToken:
-    """Mark a refresh token used and return it, for rotation.
+def consume_refresh_token(session: Session, token: str) -> tuple[RefreshToken, User]:
+    """Mark a refresh token used and return it with its user (one query), for rotation.
 
     Presenting a token that was already used revokes its whole family (it was stolen or
     replayed). Raises AuthenticationFailed for unknown, expired, revoked or reused tokens.
     """
-    record = session.execute(
-        select(RefreshToken).where(RefreshToken.token_hash == hash_token(token)).with_for_update()
-    ).scalar_one_or_none()
-    if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
+    found = session.execute(
+        select(RefreshToken, User)
+        .join(User, User.id == RefreshToken.user_id)
+        .where(RefreshToken.token_hash == hash_token(token))
+        .with_for_update(of=RefreshToken)
+    ).one_or_none()
+    if found is None:
+        raise AuthenticationFailed("refresh token is invalid")
+    record, user = found
+    if record.revoked_at is not None or record.expires_at <= utcnow():
         raise AuthenticationFailed("refresh token is invalid")
     if record.used_at is not None:
         revoke_family(session, record.family_id)
@@ -97,7 +103,7 @@ def consume_refresh_token(session: Session, token: str) -> RefreshToken:
         session.commit()
         raise AuthenticationFailed("refresh token is invalid")
     record.used_at = utcnow()
-    return record
+    return record, user
 
 
 def revoke_family(session: Session, family_id: uuid.UUID) -> None:

@@ -17,7 +17,7 @@ ADMIN = (Role.ADMIN,)
 
 
 class Me:
-    @endpoint("Your account", tag=TAG, response=UserOut)
+    @endpoint("Your account", tag=TAG, response=UserOut, read_only=True)
     def on_get(self, req: ApiRequest, resp: falcon.Response) -> None:
         resp.media = UserOut.of(req.context.user).to_json()
 
@@ -31,7 +31,7 @@ class Me:
 
 
 class UserList:
-    @endpoint("List users (admin)", tag=TAG, query=UserListQuery, response=UserPage, roles=ADMIN)
+    @endpoint("List users (admin)", tag=TAG, query=UserListQuery, response=UserPage, roles=ADMIN, read_only=True)
     def on_get(self, req: ApiRequest, resp: falcon.Response) -> None:
         query: UserListQuery = req.context.query
         page = users.list_users(
