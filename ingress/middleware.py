@@ -72,8 +72,6 @@ class RequestLifecycle:
 
     def process_response(self, req: ApiRequest, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         ctx = req.context
-        if ctx.has_session:  # a failure before the session middleware ran: never leak it
-            ctx.close_session(commit=False)
         resp.set_header("X-Request-Id", ctx.request_id)
         resp.set_headers(SECURITY_HEADERS)
         resp.set_header("Content-Security-Policy", DOCS_CSP if req.path.startswith("/docs") else API_CSP)

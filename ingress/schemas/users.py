@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -65,13 +66,15 @@ class ProfileUpdate(RequestModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_is_small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(str(value).encode()) > MAX_METADATA_BYTES:
+        if value is not None and len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
             raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes")
         return value
 
 
 class AdminUserUpdate(RequestModel):
-    role: Literal["job_seeker", "employer", "referrer", "admin"] | None = None
+    """Administrators are only made with `deepref create-admin`, never through the API."""
+
+    role: Literal["job_seeker", "employer", "referrer"] | None = None
     status: Literal["active", "suspended"] | None = None
     name: str | None = Field(default=None, min_length=1, max_length=200)
 

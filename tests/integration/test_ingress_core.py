@@ -124,3 +124,9 @@ def test_access_log_is_json_with_request_id_and_no_raw_path(client, caplog):
     assert record.duration_ms >= 0 and record.client_ip == "127.0.0.1"
     line = JsonFormatter().format(record)
     assert '"request_id": "log-check-1"' in line and '"level": "info"' in line
+
+
+def test_production_adds_hsts(settings, database, redis_client):
+    production = settings.model_copy(update={"env": "production"})
+    client = falcon.testing.TestClient(create_app(production, database=database, redis_client=redis_client))
+    assert client.simulate_get("/healthz").headers["Strict-Transport-Security"].startswith("max-age=")

@@ -111,3 +111,10 @@ def test_admin_cannot_demote_or_suspend_themselves(client, admin):
 def test_unknown_or_malformed_user_id_is_404(client, admin):
     assert client.simulate_patch(f"{USERS}/{uuid.uuid4()}", json={"name": "X"}, headers=admin.auth).status_code == 404
     assert client.simulate_patch(f"{USERS}/not-a-uuid", json={"name": "X"}, headers=admin.auth).status_code == 404
+
+
+def test_admins_are_not_made_through_the_api(client, admin):
+    user = register(client)
+    result = client.simulate_patch(f"{USERS}/{user.id}", json={"role": "admin"}, headers=admin.auth)
+    assert result.status_code == 422
+    assert client.simulate_get(ME, headers=user.auth).json["role"] == "job_seeker"
