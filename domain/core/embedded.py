@@ -33,7 +33,8 @@ class EmbeddedPostgres:
         """Start (or attach to) the server and return a SQLAlchemy URL for its `postgres` database."""
         from pgserver.postgres_server import get_server
 
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Created here: pgserver's own mkdir races when several processes start it at once.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.server = get_server(self.data_dir, cleanup_mode="stop")
         return str(self.server.get_uri()).replace("postgresql://", "postgresql+psycopg://", 1)
 
