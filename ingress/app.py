@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import falcon
@@ -85,7 +86,7 @@ def create_app(
 def __getattr__(name: str) -> falcon.App[ApiRequest, falcon.Response]:
     """Build `app` on first access, so importing this module has no side effects."""
     if name == "app":
-        configure_logging()
+        configure_logging(os.environ.get("LOG_LEVEL", "info").upper())
         application = create_app(load_settings())
         globals()["app"] = application
         return application

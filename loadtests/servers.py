@@ -149,7 +149,8 @@ def ingress_env(base: Mapping[str, str], database_url: str, redis_url: str, conf
         "LOGIN_RATE_LIMIT_PER_MINUTE": UNLIMITED_RATE,
         "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS),
         "DB_POOL_SIZE": str(config.db_pool_size),
-        "LOG_LEVEL": "warning",
+        # The access log stays on, as in production: its cost is part of what is measured.
+        "LOG_LEVEL": "info",
         "WEB_CONCURRENCY": str(config.workers),
     }
 
