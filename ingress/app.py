@@ -15,6 +15,7 @@ from domain.core.encrypted import install_keyring
 from domain.core.logging import configure_logging
 from domain.core.ratelimit import RateLimiter
 from domain.core.redis import create_redis
+from domain.users.cache import UserCache, track_user_changes
 from domain.users.service import Accounts
 from ingress import errors, middleware, openapi
 from ingress.context import ApiRequest, Services
@@ -51,12 +52,16 @@ def create_app(
     """Build the ingress. Tests pass their own database (one transaction per test) and Redis."""
     install_keyring(KeyRing(settings.master_key))
     client = redis_client or create_redis(settings)
+    database = database or Database.from_settings(settings)
+    user_cache = UserCache(client, settings.master_key)
+    track_user_changes(database, user_cache)
     services = Services(
         settings=settings,
-        database=database or Database.from_settings(settings),
+        database=database,
         redis=client,
         accounts=Accounts.from_settings(settings),
         limiter=RateLimiter(client),
+        user_cache=user_cache,
     )
     stack: list[Any] = [middleware.RequestLifecycle(services)]
     if settings.allowed_origins:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from domain.core.config import Settings
 from domain.core.db import Database
 from domain.core.ratelimit import RateLimiter
+from domain.users.cache import UserCache
 from domain.users.models import User
 from domain.users.service import Accounts
 
@@ -26,6 +27,7 @@ class Services:
     redis: redis.Redis
     accounts: Accounts
     limiter: RateLimiter
+    user_cache: UserCache
 
 
 class RequestContext(falcon.Context):

@@ -81,7 +81,11 @@ def authenticate(req: ApiRequest, roles: tuple[Role, ...]) -> None:
     ctx = req.context
     if ctx.token_subject is None:
         raise AuthenticationFailed(getattr(ctx, "token_error", None) or "authentication required")
-    user = users.active_user(ctx.session, uuid.UUID(ctx.token_subject))
+    user_id = uuid.UUID(ctx.token_subject)
+    if ctx.read_only:
+        user = users.cached_active_user(ctx.services.user_cache, user_id, lambda: ctx.session)
+    else:
+        user = users.active_user(ctx.session, user_id)
     if roles and user.role not in roles:
         raise NotFound("not found")
     ctx.user = user

@@ -80,6 +80,11 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         return cls(create_db_engine(settings))
 
+    @property
+    def factories(self) -> tuple[sessionmaker[Session], ...]:
+        """Both session factories, for installing session event listeners."""
+        return (self._factory, self._read_factory)
+
     def session(self, read_only: bool = False) -> Session:
         """A new session; `read_only` ones run each statement on its own (never write with them)."""
         return self._read_factory() if read_only else self._factory()

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import redis
 
-logger = logging.getLogger(__name__)
+from domain.core.redis import OutageBackoff
 
-# After a Redis failure, skip the limiter for this many seconds.
-BACKOFF_SECONDS = 2.0
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,13 +31,13 @@ class RateLimiter:
     def __init__(self, client: redis.Redis, prefix: str = "rl") -> None:
         self._client = client
         self._prefix = prefix
-        self._skip_until = 0.0
+        self._backoff = OutageBackoff()
 
     def hit(self, bucket: str, subject: str, limit: int, window: int = 60) -> Decision:
         """Count one request of `subject` in `bucket` and say whether it is within `limit`."""
-        now = time.time()
-        if now < self._skip_until:
+        if self._backoff.active:
             return Decision(True, limit, limit, window, degraded=True)
+        now = time.time()
         window_index = int(now // window)
         key = f"{self._prefix}:{bucket}:{subject}:{window_index}"
         try:
@@ -46,7 +45,7 @@ class RateLimiter:
             if count == 1:  # the window's first hit; the key name changes with each window anyway
                 self._client.expire(key, window + 1)
         except redis.RedisError as exc:
-            self._skip_until = now + BACKOFF_SECONDS
+            self._backoff.failed()
             logger.warning("rate limiter unavailable, letting requests through", extra={"error": str(exc)})
             return Decision(True, limit, limit, window, degraded=True)
         reset_after = max(1, int((window_index + 1) * window - now + 0.999))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -24,3 +26,22 @@ def create_redis(settings: Settings, max_connections: int = 50) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
     )
     return redis.Redis(connection_pool=pool)
+
+
+class OutageBackoff:
+    """Remembers a Redis failure for a moment, so optional Redis work is skipped meanwhile.
+
+    Used where Redis is an optimisation (rate limits, caches): without it every request
+    would first pay a failed connection attempt while Redis is down.
+    """
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
+        self._until = 0.0
+
+    @property
+    def active(self) -> bool:
+        return time.monotonic() < self._until
+
+    def failed(self) -> None:
+        self._until = time.monotonic() + self.seconds
