@@ -73,6 +73,11 @@ def endpoint(
     return decorate
 
 
+def endpoint_spec(resource: Any, method: str) -> EndpointSpec | None:
+    """The declaration of `resource`'s responder for `method`, if it has one."""
+    return getattr(getattr(resource, f"on_{method.lower()}", None), "__endpoint__", None)
+
+
 def authenticate(req: ApiRequest, roles: tuple[Role, ...]) -> None:
     """Load the caller from their bearer token; 401 without one, 404 for a role mismatch.
 
@@ -83,7 +88,8 @@ def authenticate(req: ApiRequest, roles: tuple[Role, ...]) -> None:
         raise AuthenticationFailed(getattr(ctx, "token_error", None) or "authentication required")
     user_id = uuid.UUID(ctx.token_subject)
     if ctx.read_only:
-        user = users.cached_active_user(ctx.services.user_cache, user_id, lambda: ctx.session)
+        prefetched = getattr(ctx, "prefetched_caller", None)
+        user = users.cached_active_user(ctx.services.user_cache, user_id, lambda: ctx.session, prefetched)
     else:
         user = users.active_user(ctx.session, user_id)
     if roles and user.role not in roles:

@@ -15,6 +15,7 @@ from domain.core.errors import AuthenticationFailed, RateLimited
 from domain.idempotency import service as idempotency
 from ingress import metrics
 from ingress.context import ApiRequest, Services, client_ip
+from ingress.endpoint import endpoint_spec
 from ingress.errors import ApiError, handle_database_error, handle_unexpected
 
 access_log = logging.getLogger("deepref.access")
@@ -110,20 +111,40 @@ class RateLimit:
         if req.method == "OPTIONS" or getattr(resource, "rate_limited", True) is False:
             return
         bucket = f"{req.method}:{req.uri_template or 'unmatched'}"
-        enforce(req, resp, bucket, req.context.caller_scope, self.limit)
+        ctx = req.context
+        spec = endpoint_spec(resource, req.method)
+        if ctx.token_subject and spec is not None and spec.auth and spec.read_only:
+            # The caller's cached row comes back in the same Redis round trip as the count.
+            cache = ctx.services.user_cache
+            found = enforce(req, resp, bucket, ctx.caller_scope, self.limit, cache.keys(uuid.UUID(ctx.token_subject)))
+            if found is not None:
+                ctx.prefetched_caller = cache.loaded(found)
+            return
+        enforce(req, resp, bucket, ctx.caller_scope, self.limit)
 
 
-def enforce(req: ApiRequest, resp: falcon.Response, bucket: str, subject: str, limit: int) -> None:
-    """Count one hit; raise RateLimited (429 with Retry-After) when over `limit` per minute."""
-    decision = req.context.services.limiter.hit(bucket, subject, limit)
+def enforce(
+    req: ApiRequest,
+    resp: falcon.Response,
+    bucket: str,
+    subject: str,
+    limit: int,
+    also_get: tuple[str, ...] = (),
+) -> list[bytes | None] | None:
+    """Count one hit; raise RateLimited (429 with Retry-After) when over `limit` per minute.
+
+    Returns the values of the keys `also_get`, read in the same round trip (None if Redis failed).
+    """
+    decision, found = req.context.services.limiter.hit_with(bucket, subject, limit, also_get=also_get)
     if decision.degraded:
         metrics.RATE_LIMITER_DEGRADED.inc()
-        return
+        return None
     resp.set_header("RateLimit-Limit", str(decision.limit))
     resp.set_header("RateLimit-Remaining", str(decision.remaining))
     resp.set_header("RateLimit-Reset", str(decision.reset_after))
     if not decision.allowed:
         raise RateLimited("too many requests; slow down", retry_after=decision.reset_after)
+    return found
 
 
 class JsonBody:

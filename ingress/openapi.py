@@ -10,7 +10,7 @@ import falcon
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from ingress.endpoint import EndpointSpec
+from ingress.endpoint import EndpointSpec, endpoint_spec
 from ingress.schemas.common import ErrorEnvelope
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -35,7 +35,7 @@ def build_document(routes: list[tuple[str, object]], version: str) -> dict[str, 
         (template, method, spec)
         for template, resource in routes
         for method in METHODS
-        if (spec := getattr(getattr(resource, f"on_{method}", None), "__endpoint__", None)) is not None
+        if (spec := endpoint_spec(resource, method)) is not None
     ]
     keyed, definitions = _schemas(operations)
     paths: dict[str, Any] = {}

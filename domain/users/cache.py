@@ -72,10 +72,20 @@ class UserCache:
         if self._backoff.active:
             return None, None
         try:
-            row, generation = self._client.mget(_row_key(user_id), _generation_key(user_id))
+            found = self._client.mget(*_keys(user_id))
         except redis.RedisError:
             self._backoff.failed()
             return None, None
+        return self.loaded(found)
+
+    @staticmethod
+    def keys(user_id: uuid.UUID) -> tuple[str, str]:
+        """The keys `load` reads, for a caller that reads them itself; pass their values to `loaded`."""
+        return _keys(user_id)
+
+    def loaded(self, found: list[Any]) -> tuple[User | None, str | None]:
+        """What `load` returns, from the values of `keys`."""
+        row, generation = found
         seen = generation.decode() if isinstance(generation, bytes) else "0"
         return (self._open(row) if isinstance(row, bytes) else None), seen
 
@@ -85,7 +95,7 @@ class UserCache:
             return
         try:
             self._store(
-                keys=[_row_key(user.id), _generation_key(user.id)],
+                keys=list(_keys(user.id)),
                 args=[generation, self._seal(user), TTL_SECONDS],
             )
         except redis.RedisError:
@@ -134,6 +144,10 @@ def _invalidate_changed(session: Session, cache: UserCache) -> None:
     changed = session.info.pop(CHANGED, None)
     if changed:
         cache.invalidate(changed)
+
+
+def _keys(user_id: uuid.UUID) -> tuple[str, str]:
+    return _row_key(user_id), _generation_key(user_id)
 
 
 def _row_key(user_id: uuid.UUID) -> str:

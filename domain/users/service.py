@@ -154,12 +154,18 @@ def active_user(session: Session, user_id: uuid.UUID) -> User:
     return user
 
 
-def cached_active_user(cache: UserCache, user_id: uuid.UUID, session: Callable[[], Session]) -> User:
+def cached_active_user(
+    cache: UserCache,
+    user_id: uuid.UUID,
+    session: Callable[[], Session],
+    prefetched: tuple[User | None, str | None] | None = None,
+) -> User:
     """Like `active_user`, from the user cache when it has the row (the session is then never opened).
 
     Only for read-only requests: the user returned may be detached from any session.
+    `prefetched` is what the cache's `loaded` gave, when the caller already fetched it.
     """
-    cached, generation = cache.load(user_id)
+    cached, generation = prefetched if prefetched is not None else cache.load(user_id)
     if cached is not None and cached.is_active:
         return cached
     user = active_user(session(), user_id)
