@@ -46,6 +46,8 @@ class RequestContext(falcon.Context):
         self._user: User | None = None
         self.input: Any = None
         self.query: Any = None
+        # The caller's row as found in the user cache, read with the rate-limit count.
+        self.prefetched_caller: tuple[User | None, str | None] | None = None
 
     @property
     def session(self) -> Session:

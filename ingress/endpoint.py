@@ -88,8 +88,7 @@ def authenticate(req: ApiRequest, roles: tuple[Role, ...]) -> None:
         raise AuthenticationFailed(getattr(ctx, "token_error", None) or "authentication required")
     user_id = uuid.UUID(ctx.token_subject)
     if ctx.read_only:
-        prefetched = getattr(ctx, "prefetched_caller", None)
-        user = users.cached_active_user(ctx.services.user_cache, user_id, lambda: ctx.session, prefetched)
+        user = users.cached_active_user(ctx.services.user_cache, user_id, lambda: ctx.session, ctx.prefetched_caller)
     else:
         user = users.active_user(ctx.session, user_id)
     if roles and user.role not in roles:

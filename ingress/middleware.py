@@ -104,7 +104,6 @@ class RateLimit:
     """Per client and route; login is limited further (per IP and per email) by its resource."""
 
     def __init__(self, services: Services) -> None:
-        self.limiter = services.limiter
         self.limit = services.settings.rate_limit_per_minute
 
     def process_resource(self, req: ApiRequest, resp: falcon.Response, resource: Any, params: dict[str, Any]) -> None:
