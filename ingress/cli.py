@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from domain.core.config import PROJECT_ROOT, SettingsError, load_settings
@@ -75,25 +76,17 @@ def create_admin(args: argparse.Namespace) -> int:
 def run() -> int:
     """Start embedded services if needed, migrate, then supervise every process until Ctrl-C."""
     var_dir = Path(os.environ.get("DEEPREF_VAR_DIR", PROJECT_ROOT / "var"))
-    embedded: list[EmbeddedPostgres | EmbeddedRedis] = []
-    try:
+    with ExitStack() as embedded:
         if not os.environ.get("DATABASE_URL"):
-            postgres = EmbeddedPostgres(var_dir / "postgres")
-            embedded.append(postgres)
-            os.environ["DATABASE_URL"] = postgres.start()
+            os.environ["DATABASE_URL"] = embedded.enter_context(EmbeddedPostgres(var_dir / "postgres"))
             print(f"deepref: embedded PostgreSQL at {os.environ['DATABASE_URL']}", flush=True)
         if not os.environ.get("REDIS_URL"):
-            redis_server = EmbeddedRedis(var_dir / "redis")
-            embedded.append(redis_server)
-            os.environ["REDIS_URL"] = redis_server.start()
+            os.environ["REDIS_URL"] = embedded.enter_context(EmbeddedRedis(var_dir / "redis"))
             print(f"deepref: embedded Redis at {os.environ['REDIS_URL']}", flush=True)
         migrate()
         port = load_settings().ingress_port
         print(f"deepref: API at http://127.0.0.1:{port}/api/v1, docs at http://127.0.0.1:{port}/docs", flush=True)
         return supervise(process_commands(), var_dir)
-    finally:
-        for service in reversed(embedded):
-            service.stop()
 
 
 def process_commands() -> dict[str, list[str]]:

@@ -79,29 +79,11 @@ class CpuSample:
 
 
 @contextmanager
-def embedded_postgres() -> Iterator[str]:
-    server = EmbeddedPostgres(VAR / "postgres")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-@contextmanager
-def embedded_redis() -> Iterator[str]:
-    server = EmbeddedRedis(VAR / "redis")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-@contextmanager
 def backing_services(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
     """Yield (PostgreSQL server URL, Redis URL): the environment's, else embedded servers."""
     with ExitStack() as stack:
-        postgres = env.get("DATABASE_URL") or stack.enter_context(embedded_postgres())
-        redis_url = env.get("REDIS_URL") or stack.enter_context(embedded_redis())
+        postgres = env.get("DATABASE_URL") or stack.enter_context(EmbeddedPostgres(VAR / "postgres"))
+        redis_url = env.get("REDIS_URL") or stack.enter_context(EmbeddedRedis(VAR / "redis"))
         yield postgres, redis_url
 
 

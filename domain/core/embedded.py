@@ -24,8 +24,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class _StartedInContext:
+    """`with Embedded…(dir) as url:` starts the server and stops it on the way out."""
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(_StartedInContext):
     data_dir: Path
     server: Any = field(default=None, repr=False)
 
@@ -45,7 +61,7 @@ class EmbeddedPostgres:
 
 
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(_StartedInContext):
     data_dir: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
