@@ -1,1 +1,1 @@
-"""Celery beat: the periodic schedule and periodic tasks; arrives with issue 3."""
+"""Celery beat's periodic tasks; the schedule itself is `beat_schedule` in celeryconfig.py."""

@@ -12,14 +12,18 @@ from domain.core.config import Settings, load_settings
 from domain.core.crypto import KeyRing
 from domain.core.db import Database
 from domain.core.encrypted import install_keyring
+from domain.core.events import EventPublisher
 from domain.core.logging import configure_logging
 from domain.core.ratelimit import RateLimiter
 from domain.core.redis import create_redis
+from domain.operations.dispatch import Dispatcher, TaskSender
 from domain.users.cache import UserCache, track_user_changes
 from domain.users.service import Accounts
+from domain.verification.models import Channel
 from ingress import errors, middleware, openapi
 from ingress.context import ApiRequest, Services
-from ingress.resources import auth, ops, users
+from ingress.dispatch import celery_sender
+from ingress.resources import auth, operations, ops, users, verification
 
 API = "/api/v1"
 VERSION = "0.1.0"
@@ -38,8 +42,16 @@ def api_routes(services: Services) -> list[tuple[str, object]]:
         (f"{API}/auth/mfa/enable", auth.MfaEnable()),
         (f"{API}/auth/mfa/disable", auth.MfaDisable()),
         (f"{API}/users/me", users.Me()),
+        (f"{API}/users/me/email-verification", verification.VerificationRequest(Channel.EMAIL)),
+        (f"{API}/users/me/email-verification/confirm", verification.VerificationConfirm(Channel.EMAIL)),
+        (f"{API}/users/me/phone-verification", verification.VerificationRequest(Channel.PHONE)),
+        (f"{API}/users/me/phone-verification/confirm", verification.VerificationConfirm(Channel.PHONE)),
         (f"{API}/users", users.UserList()),
         (f"{API}/users/{{user_id:uuid}}", users.UserItem()),
+        (f"{API}/operations", operations.OperationList()),
+        (f"{API}/operations/{{operation_id:uuid}}", operations.OperationItem()),
+        (f"{API}/operations/{{operation_id:uuid}}/cancel", operations.OperationCancel()),
+        (f"{API}/events/tickets", operations.EventTickets()),
     ]
 
 
@@ -48,13 +60,15 @@ def create_app(
     *,
     database: Database | None = None,
     redis_client: redis.Redis | None = None,
+    task_sender: TaskSender | None = None,
 ) -> falcon.App[ApiRequest, falcon.Response]:
-    """Build the ingress. Tests pass their own database (one transaction per test) and Redis."""
+    """Build the ingress. Tests pass their own database (one transaction per test), Redis and sender."""
     install_keyring(KeyRing(settings.master_key))
     client = redis_client or create_redis(settings)
     database = database or Database.from_settings(settings)
     user_cache = UserCache(client, settings.master_key)
     track_user_changes(database, user_cache)
+    Dispatcher(database, task_sender or celery_sender(settings), EventPublisher(client)).install()
     services = Services(
         settings=settings,
         database=database,

@@ -1,1 +1,5 @@
-"""The Celery app and one module per queue (ai, email, sms, audit, sync); arrives with issue 3."""
+"""The Celery app and one module per queue; tasks are thin wrappers over domain services."""
+
+from tasks.app import app
+
+__all__ = ["app"]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Environment = Literal["development", "test", "production"]
 
@@ -45,7 +45,19 @@ class Settings(BaseModel):
     smtp_url: str | None = None
     email_from: str = "DeepRef <no-reply@deepref.local>"
     sms_provider: Literal["file", "twilio"] = "file"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = Field(default=None, repr=False)
+    twilio_api_url: str = "https://api.twilio.com"
+    sms_from: str = "DeepRef"
     celery_visibility_timeout: int = 1800
+    # Seconds a task may run before it is killed; must stay below the visibility timeout.
+    task_time_limit: int = 300
+    task_max_attempts: int = Field(default=5, ge=1)
+    # How often beat publishes outbox rows left unpublished, and looks for lost operations.
+    outbox_relay_seconds: float = Field(default=2.0, gt=0)
+    reaper_seconds: float = Field(default=30.0, gt=0)
+    relay_max_connections: int = Field(default=10_000, ge=1)
+    relay_heartbeat_seconds: float = Field(default=15.0, gt=0)
     ingress_port: int = 8000
     relay_port: int = 8001
     flower_port: int = 5555
@@ -68,6 +80,16 @@ class Settings(BaseModel):
         if len(value) != 32:
             raise ValueError("MASTER_KEY must be base64 of exactly 32 bytes")
         return value
+
+    @model_validator(mode="after")
+    def _tasks_finish_before_redelivery(self) -> Settings:
+        if self.task_time_limit >= self.celery_visibility_timeout:
+            raise ValueError(
+                "TASK_TIME_LIMIT must be below CELERY_VISIBILITY_TIMEOUT, or running tasks get delivered twice"
+            )
+        if self.sms_provider == "twilio" and not (self.twilio_account_sid and self.twilio_auth_token):
+            raise ValueError("SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        return self
 
     @property
     def effective_broker_url(self) -> str | None:
@@ -118,7 +140,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM", "DeepRef <no-reply@deepref.local>"),
             sms_provider=env.get("SMS_PROVIDER", "file"),
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            twilio_api_url=env.get("TWILIO_API_URL", "https://api.twilio.com").rstrip("/"),
+            sms_from=env.get("SMS_FROM", "DeepRef"),
             celery_visibility_timeout=int(env.get("CELERY_VISIBILITY_TIMEOUT", "1800")),
+            task_time_limit=int(env.get("TASK_TIME_LIMIT", "300")),
+            task_max_attempts=int(env.get("TASK_MAX_ATTEMPTS", "5")),
+            outbox_relay_seconds=float(env.get("OUTBOX_RELAY_SECONDS", "2")),
+            reaper_seconds=float(env.get("REAPER_SECONDS", "30")),
+            relay_max_connections=int(env.get("RELAY_MAX_CONNECTIONS", "10000")),
+            relay_heartbeat_seconds=float(env.get("RELAY_HEARTBEAT_SECONDS", "15")),
             ingress_port=int(env.get("INGRESS_PORT", "8000")),
             relay_port=int(env.get("RELAY_PORT", "8001")),
             flower_port=int(env.get("FLOWER_PORT", "5555")),

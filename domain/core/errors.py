@@ -40,3 +40,11 @@ class RateLimited(DomainError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TransientFault(Exception):
+    """A dependency failed in a way that may pass (provider 5xx, timeout): retry later."""
+
+
+class PermanentFault(Exception):
+    """A dependency refused the work for good (provider 4xx): retrying cannot help."""

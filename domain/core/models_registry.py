@@ -3,5 +3,7 @@
 
 def import_all() -> None:
     import domain.idempotency.models
+    import domain.notifications.models
     import domain.operations.models
-    import domain.users.models  # noqa: F401
+    import domain.users.models
+    import domain.verification.models  # noqa: F401

@@ -9,10 +9,11 @@ from typing import Any
 
 from sqlalchemy import Enum, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from domain.core.db import Base, utcnow
-from domain.core.encrypted import Ciphertext
+from domain.core.encrypted import Ciphertext, current_keyring, encrypted_json
+from domain.users.models import User
 
 
 class OperationStatus(enum.StrEnum):
@@ -22,6 +23,11 @@ class OperationStatus(enum.StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset(
+    {OperationStatus.SUCCEEDED, OperationStatus.FAILED, OperationStatus.DEAD, OperationStatus.CANCELLED}
+)
 
 
 class Operation(Base):
@@ -51,6 +57,19 @@ class Operation(Base):
         Index("ix_operations_user_id_created_at", "user_id", "created_at"),
         Index("ix_operations_status_updated_at", "status", "updated_at"),
     )
+
+    owner: Mapped[User | None] = relationship(lazy="select")
+    result = encrypted_json("result_ciphertext")
+    error = encrypted_json("error_ciphertext")
+
+    def data_key(self) -> bytes:
+        """The owner's data key; operations without an owner use the service key."""
+        if self.user_id is None:
+            return current_keyring().service_key
+        owner = self.owner
+        if owner is None:
+            raise LookupError(f"operation {self.id} has no owner row")
+        return owner.data_key()
 
 
 class OutboxMessage(Base):

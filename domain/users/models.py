@@ -54,6 +54,7 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "user_role"), index=True)
     status: Mapped[UserStatus] = mapped_column(_enum(UserStatus, "user_status"), default=UserStatus.ACTIVE, index=True)
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    phone_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # The last TOTP time step accepted, so one code cannot be used twice.
     mfa_last_step: Mapped[int | None] = mapped_column(Integer)
@@ -74,6 +75,7 @@ class User(Base):
         kwargs.setdefault("id", uuid.uuid4())
         kwargs.setdefault("status", UserStatus.ACTIVE)
         kwargs.setdefault("email_verified", False)
+        kwargs.setdefault("phone_verified", False)
         kwargs.setdefault("mfa_enabled", False)
         super().__init__(**kwargs)
         keyring = current_keyring()

@@ -206,7 +206,12 @@ def disable_mfa(user: User, code: str) -> None:
 
 
 def update_profile(user: User, changes: dict[str, Any]) -> User:
-    """Apply self-service changes (name, phone, metadata); role and status are not among them."""
+    """Apply self-service changes (name, phone, metadata); role and status are not among them.
+
+    A new phone number is unverified until confirmed again.
+    """
+    if "phone" in changes and changes["phone"] != user.phone:
+        user.phone_verified = False
     for key in ("name", "phone", "profile_metadata"):
         if key in changes:
             setattr(user, key, changes[key])

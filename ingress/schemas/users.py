@@ -25,6 +25,7 @@ class UserOut(ResponseModel):
     email_verified: bool
     mfa_enabled: bool
     phone: str | None = None
+    phone_verified: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
 
@@ -39,6 +40,7 @@ class UserOut(ResponseModel):
             email_verified=user.email_verified,
             mfa_enabled=user.mfa_enabled,
             phone=user.phone,
+            phone_verified=bool(user.phone_verified),
             metadata=user.profile_metadata or {},
             created_at=user.created_at,
         )

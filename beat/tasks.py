@@ -1,0 +1,37 @@
+"""The periodic tasks beat schedules (`celeryconfig.beat_schedule`); they run on `sync` workers."""
+
+from __future__ import annotations
+
+from domain.idempotency import service as idempotency
+from domain.operations import maintenance
+from tasks.app import app
+from tasks.runtime import runtime, send_task
+
+
+@app.task(name="beat.tasks.relay_outbox")
+def relay_outbox() -> int:
+    """Publish the outbox rows nobody published (broker was down, process died)."""
+    return maintenance.relay_outbox(runtime().database, send_task)
+
+
+@app.task(name="beat.tasks.reap_stuck_operations")
+def reap_stuck_operations() -> dict[str, int]:
+    """Redeliver (or bury) operations whose task message was lost."""
+    rt = runtime()
+    # Past the visibility timeout the broker would have redelivered a killed worker's task.
+    lost_after = rt.settings.celery_visibility_timeout + rt.settings.task_time_limit
+    with rt.database.transaction() as session:
+        reaped = maintenance.reap_stuck(
+            session, max_attempts=rt.settings.task_max_attempts, lost_after_seconds=lost_after
+        )
+    return {"redelivered": reaped.redelivered, "dead": reaped.dead}
+
+
+@app.task(name="beat.tasks.prune_expired_records")
+def prune_expired_records() -> dict[str, int]:
+    """Delete expired idempotency keys and old published outbox rows."""
+    rt = runtime()
+    keys = idempotency.prune_expired(rt.database)
+    with rt.database.transaction() as session:
+        outbox = maintenance.prune_outbox(session)
+    return {"idempotencyKeys": keys, "outboxRows": outbox}

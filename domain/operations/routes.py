@@ -1,0 +1,10 @@
+"""Which task runs each kind of operation, and on which queue.
+
+The domain names tasks without importing Celery; `tests/integration/test_task_routes.py`
+checks that each route names a task the workers register, on the queue its module serves.
+"""
+
+from domain.operations.service import TaskRoute
+
+DELIVER_EMAIL = TaskRoute("tasks.email.deliver_notification", "email")
+DELIVER_SMS = TaskRoute("tasks.sms.deliver_notification", "sms")

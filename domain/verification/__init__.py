@@ -1,0 +1,1 @@
+"""Proving that a user controls their email address or phone number."""

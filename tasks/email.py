@@ -1,0 +1,21 @@
+"""The `email` queue: delivering email notifications."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from domain.notifications import service as notifications
+from domain.operations.models import Operation
+from tasks.app import app
+from tasks.base import OperationTask
+from tasks.runtime import runtime
+
+
+@app.task(base=OperationTask, name="tasks.email.deliver_notification")
+def deliver_notification(session: Session, operation: Operation, notification_id: str) -> dict[str, Any]:
+    rt = runtime()
+    sent = notifications.deliver(session, uuid.UUID(notification_id), email=rt.email, sms=rt.sms)
+    return {"notificationId": str(sent.id), "status": sent.status.value}
