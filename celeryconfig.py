@@ -21,6 +21,10 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # One visibility timeout for broker and app; it must outlast the longest task (the
         # settings refuse a time limit that does not fit under it).
         "visibility_timeout": settings.celery_visibility_timeout,
+        # Look for messages of dead workers a few times per timeout (kombu's default sweep is
+        # every 100 s, which would delay redelivery far past a short timeout).
+        "unacked_restore_interval": _restore_interval(settings),
+        "unacked_restore_throttle": 1,
         "socket_timeout": 2,
         "socket_connect_timeout": 2,
     }
@@ -65,9 +69,15 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     every = {
         "beat.tasks.relay_outbox": settings.outbox_relay_seconds,
         "beat.tasks.reap_stuck_operations": settings.reaper_seconds,
+        "beat.tasks.restore_unacked_messages": float(_restore_interval(settings)),
         "beat.tasks.prune_expired_records": 3600.0,
     }
     return {
         name.rsplit(".", 1)[1]: {"task": name, "schedule": seconds, "options": {"expires": seconds}}
         for name, seconds in every.items()
     }
+
+
+def _restore_interval(settings: Settings) -> int:
+    """Seconds between sweeps for the messages of dead workers: a few per visibility timeout."""
+    return max(1, min(60, settings.celery_visibility_timeout // 4))

@@ -35,3 +35,19 @@ def prune_expired_records() -> dict[str, int]:
     with rt.database.transaction() as session:
         outbox = maintenance.prune_outbox(session)
     return {"idempotencyKeys": keys, "outboxRows": outbox}
+
+
+@app.task(name="beat.tasks.restore_unacked_messages")
+def restore_unacked_messages() -> bool:
+    """Hand the broker back the messages of workers that died (Redis broker); True if it swept.
+
+    kombu's Redis transport sweeps for them only from workers with an event loop (prefork);
+    gevent workers never do, so a farm of gevent workers would strand a killed worker's task.
+    AMQP brokers redeliver by themselves.
+    """
+    with app.connection_for_write() as connection:
+        restore = getattr(getattr(connection.default_channel, "qos", None), "restore_visible", None)
+        if restore is None:
+            return False
+        restore(num=100, interval=1)
+    return True

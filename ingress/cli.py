@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from domain.core.config import PROJECT_ROOT, SettingsError, load_settings
+from domain.core.config import PROJECT_ROOT, Settings, SettingsError, load_settings
 from domain.core.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
@@ -84,26 +84,54 @@ def run() -> int:
             os.environ["REDIS_URL"] = embedded.enter_context(EmbeddedRedis(var_dir / "redis"))
             print(f"deepref: embedded Redis at {os.environ['REDIS_URL']}", flush=True)
         migrate()
-        port = load_settings().ingress_port
-        print(f"deepref: API at http://127.0.0.1:{port}/api/v1, docs at http://127.0.0.1:{port}/docs", flush=True)
-        return supervise(process_commands(), var_dir)
+        settings = load_settings()
+        all_in_one = os.environ.get("DEEPREF_WORKERS", "per-queue") == "all"
+        api, relay = f"http://127.0.0.1:{settings.ingress_port}", f"http://127.0.0.1:{settings.relay_port}"
+        print(f"deepref: API at {api}/api/v1, docs at {api}/docs, events at {relay}/events", flush=True)
+        print(f"deepref: Flower at http://127.0.0.1:{settings.flower_port}", flush=True)
+        return supervise(process_commands(settings, all_queues_in_one_worker=all_in_one), var_dir)
 
 
-def process_commands() -> dict[str, list[str]]:
-    """The processes `run` starts, by name."""
-    settings = load_settings()
-    return {
+# Pools per queue: I/O-bound queues (providers, broker, database) take gevent with many
+# greenlets; `ai` and `audit` stay prefork (CPU work, and an ordered chain for audit).
+WORKER_POOLS = {
+    "ai": ["--pool", "prefork", "--concurrency", "2"],
+    "email": ["--pool", "gevent", "--concurrency", "20"],
+    "sms": ["--pool", "gevent", "--concurrency", "20"],
+    "audit": ["--pool", "prefork", "--concurrency", "1"],
+    "sync": ["--pool", "gevent", "--concurrency", "20"],
+}
+
+
+def process_commands(settings: Settings, *, all_queues_in_one_worker: bool = False) -> dict[str, list[str]]:
+    """The processes `run` starts, by name: ingress, relay, workers, beat and Flower."""
+    celery = [sys.executable, "-m", "celery", "-A", "tasks"]
+    commands = {
         "ingress": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(PROJECT_ROOT / "ingress" / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{settings.ingress_port}",
-            "ingress.app:app",
+            sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "ingress" / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{settings.ingress_port}", "ingress.app:app",
         ],
-    }
+        "relay": [
+            sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "realtime" / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{settings.relay_port}", "realtime.app:app",
+        ],
+    }  # fmt: skip
+    if all_queues_in_one_worker:
+        commands["worker"] = worker_command(list(WORKER_POOLS), ["--pool", "gevent", "--concurrency", "20"])
+    else:
+        commands |= {f"worker-{queue}": worker_command([queue], pool) for queue, pool in WORKER_POOLS.items()}
+    commands["beat"] = [*celery, "beat", "--loglevel", "INFO"]
+    commands["flower"] = [*celery, "flower", f"--port={settings.flower_port}", "--address=127.0.0.1"]
+    return commands
+
+
+def worker_command(queues: list[str], pool: list[str]) -> list[str]:
+    """`celery worker` for `queues`, named after them so Flower shows which is which."""
+    name = "-".join(queues) if len(queues) < len(WORKER_POOLS) else "all"
+    return [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker", "--queues", ",".join(queues),
+        "--hostname", f"{name}@%h", "--loglevel", "INFO", *pool,
+    ]  # fmt: skip
 
 
 def supervise(commands: dict[str, list[str]], var_dir: Path) -> int:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from domain.core.db import Database, utcnow
 from domain.core.events import EventPublisher
+from domain.core.redis import OutageBackoff
 from domain.operations.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class Dispatcher:
         self.database = database
         self.sender = sender
         self.events = events
+        # After a broker failure, leave new tasks to beat for a moment instead of making
+        # every request wait for another failed connection attempt.
+        self.broker_outage = OutageBackoff(seconds=5.0)
 
     def install(self) -> Dispatcher:
         for factory in self.database.factories:
@@ -92,10 +96,13 @@ class Dispatcher:
         """
         sent: list[uuid.UUID] = []
         for task in tasks:
+            if self.broker_outage.active:
+                break
             try:
                 self.sender(task)
             except Exception:  # any broker fault: the outbox keeps the task
                 logger.warning("task %s (%s) not published; the outbox keeps it", task.id, task.name, exc_info=True)
+                self.broker_outage.failed()
                 break
             sent.append(task.id)
         if sent:

@@ -62,6 +62,8 @@ def system_env(servers, tmp_path):
         "MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "DEEPREF_VAR_DIR": str(tmp_path),
         "INGRESS_PORT": str(free_port()),
+        "RELAY_PORT": str(free_port()),
+        "FLOWER_PORT": str(free_port()),
         "BCRYPT_ROUNDS": "4",
         "WEB_CONCURRENCY": "2",
     }

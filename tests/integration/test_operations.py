@@ -146,7 +146,9 @@ def test_codes_expire_run_out_of_attempts_and_cool_down(client, account, worker,
     worker.drain()
     code = CODE.search(mail_outbox(worker.var_dir)[0].get_body(("plain",)).get_content()).group(1)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
-    messages = [client.simulate_post(confirm, json={"code": wrong}, headers=account.auth).json["message"] for _ in range(6)]
+    messages = [
+        client.simulate_post(confirm, json={"code": wrong}, headers=account.auth).json["message"] for _ in range(6)
+    ]
     assert messages[3] == "the code is wrong; 1 attempts left"
     assert messages[4] == "the code is wrong; ask for a new one"
     assert messages[5] == "too many wrong codes; ask for a new one"
@@ -195,7 +197,9 @@ def test_operations_are_listed_paginated_and_private(client, account, worker, co
     assert len(set(ids)) == 3
     queued = client.simulate_get("/api/v1/operations", params={"status": "queued"}, headers=account.auth).json
     assert len(queued["items"]) == 3
-    assert client.simulate_get("/api/v1/operations", params={"status": "bogus"}, headers=account.auth).status_code == 422
+    assert (
+        client.simulate_get("/api/v1/operations", params={"status": "bogus"}, headers=account.auth).status_code == 422
+    )
 
     stranger = register(client)
     assert client.simulate_get(f"/api/v1/operations/{ids[0]}", headers=stranger.auth).status_code == 404

@@ -1,0 +1,1 @@
+"""Email and SMS: templates, providers and the notifications that record each message."""
