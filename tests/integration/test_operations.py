@@ -1,83 +1,29 @@
 """Operations end to end in one process: accepted by the ingress, run by the task code, seen by the user.
 
-The ingress publishes to a recording sender; `Worker.run` delivers each published task
-to the real task code (tasks/base.py) with a worker runtime on the test's database.
+The ingress publishes to a recording sender; the `worker` fixture (conftest.py) delivers
+each published task to the real task code (tasks/base.py) on the test's database.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import falcon.testing
-import pytest
-import redis
 from sqlalchemy import select, text, update
 
-from domain.core.config import Settings
 from domain.core.db import Database, utcnow
-from domain.core.events import EventPublisher, replay
-from domain.notifications.providers import FileEmailOutbox, FileSmsOutbox, TwilioSmsProvider
-from domain.operations.dispatch import Dispatcher, OutgoingTask
+from domain.core.events import replay
+from domain.notifications.providers import TwilioSmsProvider
 from domain.operations.models import Operation, OperationStatus, OutboxMessage
 from ingress.app import create_app
-from tasks import runtime as worker_runtime
-from tasks.app import app as celery_app
 from tests.conftest import Account, register
 from tests.fakes import FakeTwilio, mail_outbox, sms_outbox
 
 CODE = re.compile(r"\b(\d{6})\b")
-
-
-@pytest.fixture
-def published() -> list[OutgoingTask]:
-    return []
-
-
-@pytest.fixture
-def app(settings: Settings, database: Database, redis_client: redis.Redis, published: list[OutgoingTask]) -> Any:
-    return create_app(settings, database=database, redis_client=redis_client, task_sender=published.append)
-
-
-class Worker:
-    """Runs published tasks through the real task code, as a worker process would."""
-
-    def __init__(self, runtime: worker_runtime.Runtime, inbox: list[OutgoingTask], var_dir: Path) -> None:
-        self.runtime = runtime
-        self.inbox = inbox
-        self.var_dir = var_dir
-
-    def run(self, task: OutgoingTask) -> None:
-        celery_app.loader.import_default_modules()
-        celery_app.tasks[task.name](**task.kwargs)
-
-    def drain(self) -> int:
-        """Run every task published so far (including those the tasks publish); return how many."""
-        count = 0
-        while self.inbox:
-            self.run(self.inbox.pop(0))
-            count += 1
-        return count
-
-
-@pytest.fixture
-def worker(
-    settings: Settings, connection: Any, redis_client: redis.Redis, published: list[OutgoingTask], tmp_path: Path
-) -> Iterator[Worker]:
-    database = Database(connection)
-    dispatcher = Dispatcher(database, published.append, EventPublisher(redis_client)).install()
-    email = FileEmailOutbox(tmp_path / "mail", settings.email_from)
-    sms = FileSmsOutbox(tmp_path / "sms", settings.sms_from)
-    runtime = worker_runtime.Runtime(settings, database, redis_client, dispatcher, email, sms)
-    worker_runtime._current[os.getpid()] = runtime
-    yield Worker(runtime, published, tmp_path)
-    worker_runtime._current.clear()
 
 
 def _operation(client: Any, account: Account, operation_id: str) -> dict[str, Any]:
