@@ -35,6 +35,8 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from domain.core.config import Settings
 from domain.core.db import Database
+from domain.operations import routes
+from domain.operations import service as operations
 from domain.users import service as users
 from domain.users.models import Role
 from ingress import openapi
@@ -55,8 +57,15 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-# Their success needs a current TOTP code, which the fuzzer cannot produce.
-NO_SUCCESS_EXPECTED = frozenset({"POST /api/v1/auth/mfa/enable", "POST /api/v1/auth/mfa/disable"})
+# Their success needs a current TOTP code, or the code from a message, which the fuzzer cannot produce.
+NO_SUCCESS_EXPECTED = frozenset(
+    {
+        "POST /api/v1/auth/mfa/enable",
+        "POST /api/v1/auth/mfa/disable",
+        "POST /api/v1/users/me/email-verification/confirm",
+        "POST /api/v1/users/me/phone-verification/confirm",
+    }
+)
 
 App = falcon.App[ApiRequest, falcon.Response]
 
@@ -94,13 +103,14 @@ class Actors:
     user: Account  # calls every non-admin operation
     admin: Account  # calls the admin operations
     victim: Account  # a record for the admin to change
+    operation_id: str  # one of the user's operations
 
 
 @pytest.fixture
-def fuzz_app(settings: Settings, database: Database, redis_client: redis.Redis) -> App:
+def fuzz_app(settings: Settings, database: Database, redis_client: redis.Redis, published: list[Any]) -> App:
     """The app of the `app` fixture, with rate limits the fuzzer cannot reach."""
     relaxed = settings.model_copy(update={"rate_limit_per_minute": 100_000, "login_rate_limit_per_minute": 100_000})
-    return create_app(relaxed, database=database, redis_client=redis_client)
+    return create_app(relaxed, database=database, redis_client=redis_client, task_sender=published.append)
 
 
 def create_admin(client: falcon.testing.TestClient, settings: Settings, database: Database) -> Account:
@@ -118,7 +128,17 @@ def create_admin(client: falcon.testing.TestClient, settings: Settings, database
 @pytest.fixture
 def actors(fuzz_app: App, settings: Settings, database: Database) -> Actors:
     client = falcon.testing.TestClient(fuzz_app)
-    return Actors(user=register(client), admin=create_admin(client, settings, database), victim=register(client))
+    user = register(client)
+    # A phone to verify, and an operation to read and cancel.
+    client.simulate_patch("/api/v1/users/me", json={"phone": "+14155550100"}, headers=user.auth)
+    with database.transaction() as session:
+        operation = operations.enqueue(session, owner_id=uuid.UUID(user.id), kind="fuzz", route=routes.DELIVER_EMAIL)
+    return Actors(
+        user=user,
+        admin=create_admin(client, settings, database),
+        victim=register(client),
+        operation_id=str(operation.id),
+    )
 
 
 def known_values(operation: Operation, actors: Actors) -> list[dict[str, Any]]:
@@ -129,6 +149,8 @@ def known_values(operation: Operation, actors: Actors) -> list[dict[str, Any]]:
         "POST /api/v1/auth/login": [{"body": {"email": actors.victim.email, "password": PASSWORD}}],
         "POST /api/v1/auth/refresh": [{"body": {"refreshToken": actors.user.refresh_token}}],
         "POST /api/v1/auth/logout": [{"body": {"refreshToken": actors.user.refresh_token}}],
+        "GET /api/v1/operations/{operation_id}": [{"path_parameters": {"operation_id": actors.operation_id}}],
+        "POST /api/v1/operations/{operation_id}/cancel": [{"path_parameters": {"operation_id": actors.operation_id}}],
         "PATCH /api/v1/users/{user_id}": [
             {"path_parameters": {"user_id": actors.victim.id}},
             {"path_parameters": {"user_id": actors.admin.id}},
