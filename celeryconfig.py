@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
+from kombu.entity import Queue
 
 from domain.core.config import Settings
 
@@ -34,7 +34,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # PostgreSQL holds every operation's state: no result backend.
         "result_backend": None,
         "task_ignore_result": True,
-        "task_queues": tuple(Queue(name, routing_key=name) for name in QUEUES),
+        "task_queues": tuple(Queue(name, routing_key=name) for name in QUEUES),  # type: ignore[no-untyped-call]
         "task_default_queue": "sync",
         # Each task is routed to exactly one queue: the one its module is named after.
         "task_routes": {f"tasks.{name}.*": {"queue": name} for name in QUEUES} | {"beat.tasks.*": {"queue": "sync"}},

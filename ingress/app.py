@@ -49,6 +49,7 @@ def api_routes(services: Services) -> list[tuple[str, object]]:
         (f"{API}/users", users.UserList()),
         (f"{API}/users/{{user_id:uuid}}", users.UserItem()),
         (f"{API}/operations", operations.OperationList()),
+        (f"{API}/operations/probe", operations.OperationProbe()),
         (f"{API}/operations/{{operation_id:uuid}}", operations.OperationItem()),
         (f"{API}/operations/{{operation_id:uuid}}/cancel", operations.OperationCancel()),
         (f"{API}/events/tickets", operations.EventTickets()),

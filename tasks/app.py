@@ -11,7 +11,7 @@ from celeryconfig import celery_settings
 from domain.core.config import load_settings
 from domain.core.logging import configure_logging
 
-app = Celery("deepref", include=["tasks.email", "tasks.sms", "beat.tasks"])
+app = Celery("deepref", include=["tasks.email", "tasks.sms", "tasks.sync", "beat.tasks"])
 app.conf.update(celery_settings(load_settings()))
 
 

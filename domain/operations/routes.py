@@ -8,3 +8,4 @@ from domain.operations.service import TaskRoute
 
 DELIVER_EMAIL = TaskRoute("tasks.email.deliver_notification", "email")
 DELIVER_SMS = TaskRoute("tasks.sms.deliver_notification", "sms")
+PROBE = TaskRoute("tasks.sync.probe", "sync")

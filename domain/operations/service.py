@@ -230,3 +230,19 @@ def event_data(operation: Operation) -> dict[str, Any]:
         "updatedAt": operation.updated_at.isoformat() if operation.updated_at else None,
         "links": {"self": f"/api/v1/operations/{operation.id}"},
     }
+
+
+PROBE_KIND = "system.probe"
+
+
+def start_probe(session: Session, owner_id: uuid.UUID, request_id: str | None = None) -> Operation:
+    """Queue a no-op operation that checks the whole pipeline: broker, `sync` worker, events."""
+    from domain.operations.routes import PROBE
+
+    return enqueue(session, owner_id=owner_id, kind=PROBE_KIND, route=PROBE, request_id=request_id)
+
+
+def run_probe(operation: Operation) -> dict[str, Any]:
+    """What a probe does when it runs: report when and how long it waited in the queue."""
+    now = utcnow()
+    return {"ranAt": now.isoformat(), "queuedSeconds": round((now - operation.created_at).total_seconds(), 6)}

@@ -9,9 +9,10 @@ import falcon
 from domain.core import events
 from domain.operations import service as operations
 from domain.operations.models import OperationStatus
+from domain.users.models import Role
 from ingress.context import ApiRequest
 from ingress.endpoint import endpoint
-from ingress.schemas.operations import OperationListQuery, OperationOut, OperationPage, TicketOut
+from ingress.schemas.operations import Accepted, OperationListQuery, OperationOut, OperationPage, TicketOut
 
 TAG = "operations"
 
@@ -48,6 +49,20 @@ class OperationCancel:
     def on_post(self, req: ApiRequest, resp: falcon.Response, operation_id: uuid.UUID) -> None:
         operation = operations.cancel(req.context.session, req.context.user.id, operation_id)
         resp.media = OperationOut.of(operation).to_json()
+
+
+class OperationProbe:
+    @endpoint(
+        "Send a no-op operation through broker, worker and relay (admin): a pipeline check",
+        tag=TAG,
+        response=Accepted,
+        status=202,
+        roles=(Role.ADMIN,),
+    )
+    def on_post(self, req: ApiRequest, resp: falcon.Response) -> None:
+        operation = operations.start_probe(req.context.session, req.context.user.id, req.context.request_id)
+        req.context.session.flush()
+        resp.media = Accepted(operation=OperationOut.of(operation)).to_json()
 
 
 class EventTickets:

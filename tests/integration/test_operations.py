@@ -285,3 +285,18 @@ def _new_operation(session: Any, account: Account) -> uuid.UUID:
         session, owner_id=uuid.UUID(account.id), kind="test.kind", route=routes.DELIVER_EMAIL, payload={}
     )
     return operation.id
+
+
+def test_an_admin_probe_runs_through_the_pipeline_as_a_no_op(client, admin, account, worker, published, redis_client):
+    # Admin routes do not exist for anyone else.
+    assert client.simulate_post("/api/v1/operations/probe", headers=account.auth).status_code == 404
+    accepted = client.simulate_post("/api/v1/operations/probe", headers=admin.auth)
+    assert accepted.status_code == 202
+    operation = accepted.json["operation"]
+    assert operation["kind"] == "system.probe"
+    assert [(t.name, t.queue) for t in published] == [("tasks.sync.probe", "sync")]
+    worker.drain()
+    done = _operation(client, admin, operation["id"])
+    assert done["status"] == "succeeded"
+    assert done["result"]["queuedSeconds"] >= 0
+    assert replay(redis_client, admin.id, "0-0")[-1].name == "operation.updated"
