@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from domain.core.config import PROJECT_ROOT, Settings
+from loadtests import pipeline_bench, relay_bench
 from loadtests.bare_app import ECHO_PATH, HELLO_PATH
 from loadtests.loadgen import ClientSpec, Outcome, Plan
 from loadtests.report import Comparison, Measurement, PeakMemory, Report, render, summarise_log, write_results
@@ -80,7 +81,7 @@ DEFAULT_GENERATORS = 1
 GENERATOR_STARTUP = 1.5  # for generator processes to import and build their clients before start_at
 GENERATOR_GRACE = 30.0  # past the end of the window, before a generator is killed
 
-Credentials = Literal["none", "access", "refresh"]
+Credentials = Literal["none", "access", "refresh", "admin"]
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,17 @@ SCENARIOS = (
     Scenario("GET /healthz", "GET", HELLO_PATH, "/healthz", "none"),
     Scenario(f"GET {API}/users/me", "GET", HELLO_PATH, f"{API}/users/me", "access"),
     Scenario(f"POST {API}/auth/refresh", "POST", ECHO_PATH, f"{API}/auth/refresh", "refresh"),
+    # Operations accepted: row + outbox row, commit, publish to the broker, mark published.
+    Scenario(f"POST {API}/operations/probe", "POST", ECHO_PATH, f"{API}/operations/probe", "admin"),
 )
 
 
 # --- load -------------------------------------------------------------------------------------
 
 
-def client_specs(credentials: Credentials, accounts: Sequence[Account]) -> list[ClientSpec]:
+def client_specs(credentials: Credentials, accounts: Sequence[Account], admin_token: str = "") -> list[ClientSpec]:
+    if credentials == "admin":
+        return [ClientSpec(headers={"Authorization": f"Bearer {admin_token}"}) for _ in accounts]
     if credentials == "access":
         return [ClientSpec(headers={"Authorization": f"Bearer {a.access_token}"}) for a in accounts]
     if credentials == "refresh":
@@ -181,9 +186,15 @@ def collect(process: subprocess.Popen[bytes], deadline: float) -> Outcome:
 
 
 def compare(
-    scenario: Scenario, bare: Server, ingress: Server, accounts: Sequence[Account], config: Config, memory: PeakMemory
+    scenario: Scenario,
+    bare: Server,
+    ingress: Server,
+    accounts: Sequence[Account],
+    config: Config,
+    memory: PeakMemory,
+    admin_token: str,
 ) -> Comparison:
-    specs = client_specs(scenario.credentials, accounts)
+    specs = client_specs(scenario.credentials, accounts, admin_token)
     print(f"bench: {scenario.endpoint} ...", file=sys.stderr, flush=True)
     bare_result = run_load(bare, scenario.bare_path, scenario, specs, config)
     ingress_result = run_load(ingress, scenario.ingress_path, scenario, specs, config)
@@ -194,7 +205,7 @@ def compare(
 # --- the run ----------------------------------------------------------------------------------
 
 
-def run(config: Config, env: Mapping[str, str]) -> Report:
+def run(config: Config, env: Mapping[str, str]) -> tuple[Report, pipeline_bench.PipelineResult]:
     load_average = os.getloadavg()[0]
     with backing_services(env) as (postgres_url, redis_url):
         server_env = ingress_env(env, prepare_database(postgres_url), redis_url, config)
@@ -208,8 +219,11 @@ def run(config: Config, env: Mapping[str, str]) -> Report:
             memory.observe(ingress.worker_pids())
             memory.idle_kb = max(memory.peaks_kb.values(), default=0)
             accounts = register_accounts(ingress.port, config.concurrency)
-            comparisons = [compare(s, bare, ingress, accounts, config, memory) for s in SCENARIOS]
-    return Report(
+            admin_token = pipeline_bench.create_admin(server_env, ingress.port)
+            comparisons = [compare(s, bare, ingress, accounts, config, memory, admin_token) for s in SCENARIOS]
+            print("bench: accept-to-event latency ...", file=sys.stderr, flush=True)
+            pipeline = pipeline_bench.measure(server_env, ingress.port, admin_token)
+    report = Report(
         config=config,
         comparisons=comparisons,
         memory=memory,
@@ -220,6 +234,7 @@ def run(config: Config, env: Mapping[str, str]) -> Report:
         pool=pool,
         load_average=load_average,
     )
+    return report, pipeline
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
@@ -231,14 +246,18 @@ def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     config = Config.from_env(os.environ)
     try:
-        report = run(config, os.environ)
+        report, pipeline = run(config, os.environ)
+        relay = relay_bench.run() if os.environ.get("BENCH_RELAY", "1") != "0" else None
     except KeyboardInterrupt:
         print("bench: interrupted; servers stopped", file=sys.stderr)
         return 130
     print(render(report))
+    print(pipeline_bench.render(pipeline))
     write_results(report, VAR / "results.json")
+    extra = {"pipeline": pipeline_bench.as_json(pipeline), "relay": relay}
+    (VAR / "farm-results.json").write_text(json.dumps(extra, indent=2, default=str))
     print(f"\nbench: results in {VAR / 'results.json'}", file=sys.stderr)
-    return 1 if report.errors else 0
+    return 1 if report.errors or pipeline.lost else 0
 
 
 if __name__ == "__main__":
