@@ -1,1 +1,1 @@
-"""The server-sent-events relay fed by Redis pub/sub; arrives with issue 3."""
+"""The server-sent-events relay: one Redis subscription per process fanned out to SSE streams (see `realtime.app`)."""
