@@ -56,8 +56,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "accept_content": ("json",),
         "timezone": "UTC",
         "enable_utc": True,
+        # Workers report task events (Flower); publishers do not, which would double every publish.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "beat_schedule": beat_schedule(settings),
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),

@@ -10,8 +10,9 @@ from tasks.runtime import runtime, send_task
 
 @app.task(name="beat.tasks.relay_outbox")
 def relay_outbox() -> int:
-    """Publish the outbox rows nobody published (broker was down, process died)."""
-    return maintenance.relay_outbox(runtime().database, send_task)
+    """Publish the outbox rows no worker has claimed (broker was down, process died)."""
+    rt = runtime()
+    return maintenance.relay_outbox(rt.database, send_task, grace_seconds=rt.settings.outbox_grace_seconds)
 
 
 @app.task(name="beat.tasks.reap_stuck_operations")

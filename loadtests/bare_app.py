@@ -4,8 +4,9 @@ It is served exactly like the ingress (same gunicorn configuration file, so the 
 worker class, worker count and keep-alive) and does only what any Falcon app must: route,
 parse a small JSON body, serialise a small JSON answer. No middleware, database or Redis.
 
-`GET /hello` answers `{"status": "ok"}`; `POST /echo` reads a JSON object and answers with
-it, so a client chaining `refreshToken` values sees the same shape as from the ingress.
+`GET /hello` answers `{"status": "ok"}` and `POST /hello` a 202 (the baseline of body-less
+POSTs); `POST /echo` reads a JSON object and answers with it, so a client chaining
+`refreshToken` values sees the same shape as from the ingress.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ ECHO_PATH = "/echo"
 class Hello:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.status = falcon.HTTP_202
+        resp.media = {"status": "accepted"}
 
 
 class Echo:

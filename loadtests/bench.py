@@ -120,7 +120,7 @@ SCENARIOS = (
     Scenario(f"GET {API}/users/me", "GET", HELLO_PATH, f"{API}/users/me", "access"),
     Scenario(f"POST {API}/auth/refresh", "POST", ECHO_PATH, f"{API}/auth/refresh", "refresh"),
     # Operations accepted: row + outbox row, commit, publish to the broker, mark published.
-    Scenario(f"POST {API}/operations/probe", "POST", ECHO_PATH, f"{API}/operations/probe", "admin"),
+    Scenario(f"POST {API}/operations/probe", "POST", HELLO_PATH, f"{API}/operations/probe", "admin"),
 )
 
 

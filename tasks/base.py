@@ -52,15 +52,23 @@ class OperationTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
         return str(self.name).split(".")[1]
 
     def __call__(self, operation_id: str, **ids: Any) -> None:
-        run_operation(runtime(), self, uuid.UUID(operation_id), ids)
+        message_id = self.request.id
+        message = uuid.UUID(message_id) if message_id else None
+        run_operation(runtime(), self, uuid.UUID(operation_id), ids, message)
 
 
-def run_operation(rt: Runtime, task: OperationTask, operation_id: uuid.UUID, ids: dict[str, Any]) -> str:
-    """Deliver one task message; returns the outcome that was counted."""
+def run_operation(
+    rt: Runtime, task: OperationTask, operation_id: uuid.UUID, ids: dict[str, Any], message_id: uuid.UUID | None
+) -> str:
+    """Deliver one task message (`message_id`: its outbox row); returns the outcome that was counted."""
     settings = rt.settings
     with rt.database.transaction() as session:
         claim = operations.claim(
-            session, operation_id, max_attempts=settings.task_max_attempts, lease_seconds=settings.task_time_limit
+            session,
+            operation_id,
+            max_attempts=settings.task_max_attempts,
+            lease_seconds=settings.task_time_limit,
+            message_id=message_id,
         )
         if claim.exhausted and claim.operation is not None:
             alerts.alert_admins(session, claim.operation)

@@ -55,6 +55,8 @@ class Settings(BaseModel):
     task_max_attempts: int = Field(default=5, ge=1)
     # How often beat publishes outbox rows left unpublished, and looks for lost operations.
     outbox_relay_seconds: float = Field(default=2.0, gt=0)
+    # Outbox rows no worker has claimed after this long are published again by beat.
+    outbox_grace_seconds: float = Field(default=30.0, ge=0)
     reaper_seconds: float = Field(default=30.0, gt=0)
     relay_max_connections: int = Field(default=10_000, ge=1)
     relay_heartbeat_seconds: float = Field(default=15.0, gt=0)
@@ -148,6 +150,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             task_time_limit=int(env.get("TASK_TIME_LIMIT", "300")),
             task_max_attempts=int(env.get("TASK_MAX_ATTEMPTS", "5")),
             outbox_relay_seconds=float(env.get("OUTBOX_RELAY_SECONDS", "2")),
+            outbox_grace_seconds=float(env.get("OUTBOX_GRACE_SECONDS", "30")),
             reaper_seconds=float(env.get("REAPER_SECONDS", "30")),
             relay_max_connections=int(env.get("RELAY_MAX_CONNECTIONS", "10000")),
             relay_heartbeat_seconds=float(env.get("RELAY_HEARTBEAT_SECONDS", "15")),

@@ -77,8 +77,8 @@ class Database:
         self._read_factory = sessionmaker(bind=reader, expire_on_commit=False, join_transaction_mode="create_savepoint")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
-        return cls(create_db_engine(settings))
+    def from_settings(cls, settings: Settings, **engine_options: Any) -> Database:
+        return cls(create_db_engine(settings, **engine_options))
 
     @property
     def factories(self) -> tuple[sessionmaker[Session], ...]:

@@ -6,8 +6,8 @@ rollback discards it. Each process installs one `Dispatcher` on its database wit
 sender it has (a Celery client in the ingress, the Celery app in workers).
 
 A task that cannot be published (broker down, process killed right after the commit)
-stays in the outbox unpublished; beat publishes it later (`relay_outbox`). Publishing
-twice is harmless: tasks are idempotent and keyed by the outbox id.
+stays in the outbox unmarked; beat publishes it later (`relay_outbox`). Publishing twice
+is harmless: tasks are idempotent and keyed by the outbox id.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, update
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from domain.core.db import Database, utcnow
@@ -64,7 +64,12 @@ def stage_event(session: Session, user_id: uuid.UUID, name: str, data: dict[str,
 
 
 class Dispatcher:
-    """Publishes what committed transactions staged; one per process and database."""
+    """Publishes what committed transactions staged; one per process and database.
+
+    A published task is not marked in the outbox here: that would cost every request a
+    second write. The worker marks it when it claims the operation, and beat publishes
+    again only rows still unmarked after `OUTBOX_GRACE_SECONDS`.
+    """
 
     def __init__(self, database: Database, sender: TaskSender, events: EventPublisher | None) -> None:
         self.database = database
@@ -89,36 +94,21 @@ class Dispatcher:
             for user_id, name, data in events:
                 self.events.publish(user_id, name, data)
 
-    def publish(self, tasks: list[OutgoingTask]) -> list[uuid.UUID]:
-        """Send `tasks` to the broker and mark the sent ones published; return their ids.
+    def publish(self, tasks: list[OutgoingTask]) -> int:
+        """Send `tasks` to the broker; return how many it took.
 
         Stops at the first failure: the broker is most likely down, and beat retries the rest.
         """
-        sent: list[uuid.UUID] = []
-        for task in tasks:
+        for sent, task in enumerate(tasks):
             if self.broker_outage.active:
-                break
+                return sent
             try:
                 self.sender(task)
             except Exception:  # any broker fault: the outbox keeps the task
                 logger.warning("task %s (%s) not published; the outbox keeps it", task.id, task.name, exc_info=True)
                 self.broker_outage.failed()
-                break
-            sent.append(task.id)
-        if sent:
-            self._mark_published(sent)
-        return sent
-
-    def _mark_published(self, ids: list[uuid.UUID]) -> None:
-        try:
-            with self.database.transaction() as session:
-                session.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id.in_(ids))
-                    .values(published_at=utcnow(), publish_attempts=OutboxMessage.publish_attempts + 1)
-                )
-        except Exception:  # the tasks went out; beat may publish them again, which is harmless
-            logger.warning("published tasks %s not marked published", ids, exc_info=True)
+                return sent
+        return len(tasks)
 
 
 def _discard(session: Session) -> None:

@@ -17,18 +17,18 @@ from domain.operations.models import Operation, OperationStatus, OutboxMessage
 
 logger = logging.getLogger(__name__)
 
-# Rows younger than this are still being published by the process that wrote them.
-PUBLISH_GRACE_SECONDS = 5.0
 BATCH_SIZE = 100
 # Published rows are kept this long (those of dead operations forever: their payload).
 OUTBOX_RETENTION = timedelta(days=7)
 
 
-def relay_outbox(database: Database, sender: TaskSender, *, grace_seconds: float = PUBLISH_GRACE_SECONDS) -> int:
-    """Publish outbox rows left unpublished, batch by batch; return how many went out.
+def relay_outbox(database: Database, sender: TaskSender, *, grace_seconds: float) -> int:
+    """Publish outbox rows no worker has claimed `grace_seconds` after they were due; return how many.
 
-    Rows are claimed with FOR UPDATE SKIP LOCKED, so several relays never publish the same
-    row at once. Stops at the first broker failure (the rows stay for the next run).
+    Such a row was never published (broker down, writer killed after its commit) or its
+    message was lost; at worst it is delivered twice, which tasks tolerate. Rows are taken
+    with FOR UPDATE SKIP LOCKED, in batches, and marked published, so each is sent again at
+    most once. Stops at the first broker failure (the rows stay for the next run).
     """
     published = 0
     while True:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from domain.core.db import utcnow
@@ -76,7 +76,6 @@ def _schedule(session: Session, operation: Operation, route: TaskRoute, payload:
         publish_attempts=0,
     )
     session.add(message)
-    session.flush()
     stage_task(session, message)
 
 
@@ -123,13 +122,27 @@ class Claim:
     exhausted: bool = False
 
 
-def claim(session: Session, operation_id: uuid.UUID, *, max_attempts: int, lease_seconds: float) -> Claim:
+def claim(
+    session: Session,
+    operation_id: uuid.UUID,
+    *,
+    max_attempts: int,
+    lease_seconds: float,
+    message_id: uuid.UUID | None = None,
+) -> Claim:
     """Take a delivered operation for running, or say why not.
 
-    Returns no operation when it is unknown, terminal, cancelled or being run by another
-    worker whose lease (the task time limit) has not run out. A delivery beyond
-    `max_attempts` (a task that keeps killing its worker) marks the operation dead.
+    Marks the delivered outbox row (`message_id`, the task id) published, so beat does not
+    publish it again. Returns no operation when it is unknown, terminal, cancelled or being
+    run by another worker whose lease (the task time limit) has not run out. A delivery
+    beyond `max_attempts` (a task that keeps killing its worker) marks the operation dead.
     """
+    if message_id is not None:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.published_at.is_(None))
+            .values(published_at=utcnow())
+        )
     operation = session.get(Operation, operation_id, with_for_update=True)
     if operation is None or operation.status in TERMINAL:
         return Claim(None)

@@ -51,6 +51,7 @@ def farm_env(servers: Any, tmp_path: Path) -> dict[str, str]:
         "BCRYPT_ROUNDS": "4",
         "WEB_CONCURRENCY": "1",
         "OUTBOX_RELAY_SECONDS": "0.5",
+        "OUTBOX_GRACE_SECONDS": "2",
         "RATE_LIMIT_PER_MINUTE": "100000",
         "DEEPREF_ADMIN_PASSWORD": PASSWORD,
     }

@@ -40,7 +40,8 @@ class Worker:
 
     def run(self, task: OutgoingTask) -> None:
         celery_app.loader.import_default_modules()
-        celery_app.tasks[task.name](**task.kwargs)
+        # As a worker delivers it: the task id is the outbox id.
+        celery_app.tasks[task.name].apply(kwargs=task.kwargs, task_id=str(task.id))
 
     def drain(self) -> int:
         """Run every task published so far (including those the tasks publish); return how many."""

@@ -300,3 +300,16 @@ def test_an_admin_probe_runs_through_the_pipeline_as_a_no_op(client, admin, acco
     assert done["status"] == "succeeded"
     assert done["result"]["queuedSeconds"] >= 0
     assert replay(redis_client, admin.id, "0-0")[-1].name == "operation.updated"
+
+
+def test_the_worker_marks_its_message_published_so_beat_leaves_it_alone(client, account, worker, published, database):
+    from domain.operations import maintenance
+
+    client.simulate_post("/api/v1/users/me/email-verification", headers=account.auth)
+    [task] = published
+    with database.transaction() as session:
+        assert session.get(OutboxMessage, task.id).published_at is None
+    worker.drain()
+    with database.transaction() as session:
+        assert session.get(OutboxMessage, task.id).published_at is not None
+    assert maintenance.relay_outbox(database, published.append, grace_seconds=0) == 0
