@@ -176,7 +176,24 @@ class Relay:
         except BaseException:
             self.hub.unregister(mailbox)
             raise
-        return EventStream(mailbox, replayed, self.settings.relay_heartbeat_seconds, self._stream_closed)
+        return EventStream(
+            mailbox,
+            replayed,
+            self.settings.relay_heartbeat_seconds,
+            self._stream_closed,
+            lifetime_seconds=self.settings.access_token_ttl,
+            still_allowed=lambda: self._still_active(uuid.UUID(user_id)),
+        )
+
+    def _still_active(self, user_id: uuid.UUID) -> bool:
+        """Whether the user may keep their stream; an outage gives them the benefit of the doubt."""
+        try:
+            self._check_active(user_id)
+        except AuthenticationFailed:
+            return False
+        except UNAVAILABLE:
+            return True
+        return True
 
     def _stream_closed(self, stream: EventStream) -> None:
         self.hub.unregister(stream.mailbox)

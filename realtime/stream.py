@@ -11,11 +11,16 @@ from realtime.hub import ClientGone, Mailbox, parse_event_id
 # Sent first so the client sees at once that the stream is open, and reconnects after 3 s.
 OPENING = b"retry: 3000\n: stream open\n\n"
 HEARTBEAT = b": heartbeat\n\n"
+# Sent before the relay ends a stream whose credentials ran out: reconnect with fresh ones.
+REAUTHENTICATE = b'event: stream.closed\ndata: {"reason":"reauthenticate"}\n\n'
 
 
 class EventStream:
     """An iterable WSGI body that ends when the client is gone, too slow, or the relay stops.
 
+    It also ends when its credentials would have: after `lifetime_seconds` (an access
+    token's life) or at the first heartbeat after `still_allowed()` turns false (the user
+    was suspended), with a `stream.closed` event asking the client to authenticate again.
     The server calls `close()` however the stream ends (even if it never started), which
     releases the client's mailbox and connection slot.
     """
@@ -26,11 +31,16 @@ class EventStream:
         replayed: Sequence[Event],
         heartbeat_seconds: float,
         on_close: Callable[[EventStream], None],
+        *,
+        lifetime_seconds: float,
+        still_allowed: Callable[[], bool],
     ) -> None:
         self.mailbox = mailbox
         self.replayed = replayed
         self.heartbeat_seconds = heartbeat_seconds
+        self.still_allowed = still_allowed
         self.opened_at = time.monotonic()
+        self.expires_at = self.opened_at + lifetime_seconds
         self.sent = 0
         self._on_close: Callable[[EventStream], None] | None = on_close
 
@@ -46,6 +56,9 @@ class EventStream:
             except ClientGone:
                 return
             if event is None:
+                if time.monotonic() >= self.expires_at or not self.still_allowed():
+                    yield REAUTHENTICATE
+                    return
                 yield HEARTBEAT
             elif last_sent is None or _newer(event.id, last_sent):
                 # Events already in the replay were queued live too while it was read.

@@ -29,7 +29,8 @@ from domain.core.db import Database
 from domain.core.embedded import EmbeddedRedis, free_port
 from domain.core.encrypted import current_keyring, install_keyring
 from domain.users import service as users
-from domain.users.models import Role, UserStatus
+from domain.users.cache import UserCache, track_user_changes
+from domain.users.models import Role, User, UserStatus
 from tests.conftest import PASSWORD, Servers, create_database, make_settings, redis_db_url, worker_id, worker_number
 
 pytestmark = pytest.mark.e2e
@@ -310,6 +311,23 @@ def test_a_stream_needs_valid_credentials(relay, headers, message):
 def test_a_suspended_user_cannot_open_a_stream(relay, system):
     _, token = system.user(UserStatus.SUSPENDED)
     assert open_stream(relay, bearer(token)).status_code == 401
+
+
+def test_suspending_a_user_ends_their_open_stream(relay, system, streams):
+    user_id, token = system.user()
+    stream = connect(relay, streams, bearer(token))
+    assert stream.frame() == ": heartbeat"
+    database = Database(system.database.bind)
+    client = redis.Redis.from_url(system.redis_url)
+    track_user_changes(database, UserCache(client, system.settings.master_key))
+    with own_keyring(system.settings), database.transaction() as session:
+        session.get(User, uuid.UUID(user_id)).status = UserStatus.SUSPENDED
+    client.close()
+    frames = [stream.frame()]
+    while frames[-1] == ": heartbeat":
+        frames.append(stream.frame())
+    assert frames[-1] == 'event: stream.closed\ndata: {"reason":"reauthenticate"}'
+    assert stream.ended()
 
 
 def test_a_malformed_last_event_id_is_a_400(relay, system):

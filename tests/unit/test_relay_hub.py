@@ -28,7 +28,7 @@ from realtime import hub as hub_module
 from realtime import server
 from realtime.app import Relay, create_relay
 from realtime.hub import ClientGone, Hub, Mailbox, parse_event_id
-from realtime.stream import HEARTBEAT, OPENING, EventStream
+from realtime.stream import HEARTBEAT, OPENING, REAUTHENTICATE, EventStream
 
 ALICE = "6f1c1b0e-0000-4000-8000-00000000000a"
 BOB = "6f1c1b0e-0000-4000-8000-00000000000b"
@@ -219,7 +219,14 @@ def test_a_stream_opens_replays_dedupes_live_events_and_heartbeats():
     mailbox.offer(Event("3-0", "a", "{}"))
     mailbox.offer(Event("4-0", "a", "{}"))
     closed: list[EventStream] = []
-    body = EventStream(mailbox, replayed, heartbeat_seconds=0.01, on_close=closed.append)
+    body = EventStream(
+        mailbox,
+        replayed,
+        heartbeat_seconds=0.01,
+        on_close=closed.append,
+        lifetime_seconds=60,
+        still_allowed=lambda: True,
+    )
     chunks = iter(body)
 
     assert next(chunks) == OPENING
@@ -237,9 +244,28 @@ def test_a_stream_opens_replays_dedupes_live_events_and_heartbeats():
 def test_a_stream_without_replay_sends_live_events():
     mailbox = Mailbox(ALICE)
     mailbox.offer(Event("7-0", "a", "{}"))
-    body = iter(EventStream(mailbox, [], 1, on_close=lambda stream: None))
+    body = iter(EventStream(mailbox, [], 1, lambda stream: None, lifetime_seconds=60, still_allowed=lambda: True))
     assert next(body) == OPENING
     assert next(body) == Event("7-0", "a", "{}").to_sse()
+
+
+def test_a_stream_ends_asking_for_new_credentials_when_they_run_out():
+    allowed = [True]
+    body = iter(
+        EventStream(
+            Mailbox(ALICE), [], 0.01, lambda stream: None, lifetime_seconds=60, still_allowed=lambda: allowed[0]
+        )
+    )
+    assert next(body) == OPENING
+    assert next(body) == HEARTBEAT
+    allowed[0] = False  # the user was suspended
+    assert list(body) == [REAUTHENTICATE]
+
+    expired = iter(
+        EventStream(Mailbox(ALICE), [], 0.01, lambda stream: None, lifetime_seconds=0, still_allowed=lambda: True)
+    )
+    assert next(expired) == OPENING
+    assert list(expired) == [REAUTHENTICATE]
 
 
 # --- process helpers -------------------------------------------------------------------------
