@@ -178,7 +178,11 @@ def test_email_verification_through_every_process_and_a_dead_operation_alerts_th
             user = _register(base)
             ticket = requests.post(f"{base}/api/v1/events/tickets", headers=_auth(user), timeout=10).json()["ticket"]
             stream = EventStream(f"{relay}/events?ticket={ticket}")
-            accepted = requests.post(f"{base}/api/v1/users/me/email-verification", headers=_auth(user), timeout=10)
+            accepted = requests.post(
+                f"{base}/api/v1/users/me/email-verification",
+                headers=_auth(user) | {"X-Request-Id": "farm-request-1"},
+                timeout=10,
+            )
             assert accepted.status_code == 202
             operation_id = accepted.json()["operation"]["id"]
 
@@ -204,9 +208,23 @@ def test_email_verification_through_every_process_and_a_dead_operation_alerts_th
             assert alert.rcpt_tos == [admin_email]
             assert len(twilio.requests) == 2
             stream.close()
+
+            # Task counts per queue and outcome, aggregated by the ingress's /metrics.
+            metrics = requests.get(f"{base}/metrics", timeout=10).text
+            assert 'deepref_tasks_total{queue="email",state="succeeded",task="tasks.email.deliver_notification"}' in metrics
+            assert 'deepref_tasks_total{queue="sms",state="dead",task="tasks.sms.deliver_notification"}' in metrics
+            flower = requests.get(f"http://127.0.0.1:{env['FLOWER_PORT']}/healthcheck", timeout=10)
+            assert flower.status_code == 200
         finally:
             assert _stop(system) == 0
             log.close()
+    # The request id follows the request into the worker that sent its email.
+    worker_lines = [
+        json.loads(line)
+        for line in (Path(env["DEEPREF_VAR_DIR"]) / "run.log").read_text().splitlines()
+        if line.startswith("{") and "farm-request-1" in line
+    ]
+    assert any(entry["logger"].startswith("domain.notifications") for entry in worker_lines)
 
 
 def test_a_worker_killed_mid_task_leaves_the_operation_to_be_completed_once(farm_env, processes):
