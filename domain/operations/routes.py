@@ -4,7 +4,16 @@ The domain names tasks without importing Celery; `tests/integration/test_task_ro
 checks that each route names a task the workers register, on the queue its module serves.
 """
 
-from domain.operations.service import TaskRoute
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskRoute:
+    """Which task runs an operation, and on which queue."""
+
+    name: str
+    queue: str
+
 
 DELIVER_EMAIL = TaskRoute("tasks.email.deliver_notification", "email")
 DELIVER_SMS = TaskRoute("tasks.sms.deliver_notification", "sms")

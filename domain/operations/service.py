@@ -18,21 +18,16 @@ from sqlalchemy.orm import Session
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, NotFound
 from domain.core.pagination import Page, decode_cursor, encode_cursor
+from domain.operations import routes
 from domain.operations.dispatch import stage_event, stage_task
 from domain.operations.models import TERMINAL, Operation, OperationStatus, OutboxMessage
+from domain.operations.routes import TaskRoute
 
 EVENT = "operation.updated"
+PROBE_KIND = "system.probe"
 # Retry delays: exponential from BACKOFF_BASE, capped (no ETA longer than a minute).
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class TaskRoute:
-    """Which task runs an operation, and on which queue."""
-
-    name: str
-    queue: str
 
 
 def enqueue(
@@ -245,14 +240,9 @@ def event_data(operation: Operation) -> dict[str, Any]:
     }
 
 
-PROBE_KIND = "system.probe"
-
-
 def start_probe(session: Session, owner_id: uuid.UUID, request_id: str | None = None) -> Operation:
     """Queue a no-op operation that checks the whole pipeline: broker, `sync` worker, events."""
-    from domain.operations.routes import PROBE
-
-    return enqueue(session, owner_id=owner_id, kind=PROBE_KIND, route=PROBE, request_id=request_id)
+    return enqueue(session, owner_id=owner_id, kind=PROBE_KIND, route=routes.PROBE, request_id=request_id)
 
 
 def run_probe(operation: Operation) -> dict[str, Any]:

@@ -211,7 +211,10 @@ def test_email_verification_through_every_process_and_a_dead_operation_alerts_th
 
             # Task counts per queue and outcome, aggregated by the ingress's /metrics.
             metrics = requests.get(f"{base}/metrics", timeout=10).text
-            assert 'deepref_tasks_total{queue="email",state="succeeded",task="tasks.email.deliver_notification"}' in metrics
+            assert (
+                'deepref_tasks_total{queue="email",state="succeeded",task="tasks.email.deliver_notification"}'
+                in metrics
+            )
             assert 'deepref_tasks_total{queue="sms",state="dead",task="tasks.sms.deliver_notification"}' in metrics
             flower = requests.get(f"http://127.0.0.1:{env['FLOWER_PORT']}/healthcheck", timeout=10)
             assert flower.status_code == 200

@@ -6,7 +6,7 @@ import pytest
 
 from celeryconfig import QUEUES, celery_settings
 from domain.operations import routes
-from domain.operations.service import TaskRoute
+from domain.operations.routes import TaskRoute
 from tasks.app import app
 
 ROUTES = [value for value in vars(routes).values() if isinstance(value, TaskRoute)]
