@@ -12,7 +12,8 @@ from domain.core.config import load_settings
 from domain.core.logging import configure_logging
 
 app = Celery("deepref", include=["tasks.email", "tasks.sms", "tasks.sync", "beat.tasks"])
-app.conf.update(celery_settings(load_settings()))
+# Read when the configuration is first needed, not at import: importing tasks has no side effects.
+app.add_defaults(lambda: celery_settings(load_settings()))
 
 
 @signals.setup_logging.connect

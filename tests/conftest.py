@@ -64,6 +64,9 @@ def servers() -> Iterator[Servers]:
         embedded_redis = EmbeddedRedis(TEST_VAR / f"redis-{worker_id()}")
         started.append(embedded_redis)
         redis_url = embedded_redis.start()
+    # As `deepref run` does: code that reads the environment (the Celery app) finds them too.
+    os.environ.setdefault("DATABASE_URL", database_url)
+    os.environ.setdefault("REDIS_URL", redis_url)
     yield Servers(database_url, redis_url)
     for server in reversed(started):
         server.stop()
