@@ -1,8 +1,9 @@
 """`make bench`: throughput and latency of the ingress beside a bare Falcon app, on this machine.
 
 What is measured
-    For GET /healthz, GET /api/v1/users/me (a bearer access token per client) and
-    POST /api/v1/auth/refresh (each client rotating its own refresh token), the requests/s and
+    For GET /healthz, GET /api/v1/users/me (a bearer access token per client),
+    POST /api/v1/auth/refresh (each client rotating its own refresh token) and
+    POST /api/v1/operations/probe (operations accepted; an administrator's token), the requests/s and
     the p50/p99 latency of the real ingress, each beside the same traffic against
     `loadtests.bare_app` (GET /hello, POST /echo with the same headers and body). Both apps are
     served the same way in the same run: gunicorn with ingress/gunicorn.conf.py, so the same
@@ -31,10 +32,15 @@ How
     dropped and created again on that server; Redis keys are the limiter's, which expire within
     a minute); when unset, embedded servers under var/bench are started and stopped again.
 
+    Then the worker farm: accept-to-event latency through ingress, broker, one worker and the
+    relay (loadtests/pipeline_bench.py), and the relay holding 5,000 streams
+    (loadtests/relay_bench.py; BENCH_RELAY=0 skips it).
+
 Output
     A markdown table, the peak RSS and the configuration on stdout; the same as JSON in
-    var/bench/results.json; the servers' logs in var/bench/*.log. The exit status is 1 when
-    any request failed, since such a run's figures are not valid.
+    var/bench/results.json (the farm's figures in var/bench/farm-results.json); the servers'
+    logs in var/bench/*.log. The exit status is 1 when any request failed or a probe's event
+    never came, since such a run's figures are not valid.
 
 Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONCURRENCY (100), BENCH_GENERATORS
 (see DEFAULT_GENERATORS), WEB_CONCURRENCY (2), DB_POOL_SIZE (the settings' default).
