@@ -26,7 +26,7 @@ from domain.core.config import load_settings
 from domain.core.embedded import EmbeddedRedis, free_port
 from ingress.cli import WORKER_POOLS, process_commands, worker_command
 from tests.conftest import PASSWORD, create_database, redis_db_url, worker_id, worker_number
-from tests.e2e.test_processes import DEEPREF, _create_admin, _stop, _wait_ready
+from tests.e2e.test_processes import DEEPREF, _create_admin, _port_open, _stop, _wait_ready
 from tests.fakes import FakeTwilio, SmtpSink, mail_outbox
 
 pytestmark = pytest.mark.e2e
@@ -221,6 +221,8 @@ def test_email_verification_through_every_process_and_a_dead_operation_alerts_th
         finally:
             assert _stop(system) == 0
             log.close()
+    for port in ("INGRESS_PORT", "RELAY_PORT", "FLOWER_PORT"):
+        assert not _port_open(int(env[port])), f"{port} still open after the stop"
     # The request id follows the request into the worker that sent its email.
     worker_lines = [
         json.loads(line)
