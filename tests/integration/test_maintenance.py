@@ -122,3 +122,16 @@ def test_the_beat_tasks_run_on_a_worker_runtime(database, account):
     assert beat_tasks.reap_stuck_operations() == {"redelivered": 0, "dead": 0}
     assert beat_tasks.relay_outbox() == 0
     assert beat_tasks.restore_unacked_messages() is True
+
+
+def test_a_dead_alert_raises_no_alert_and_nobody_to_alert_is_logged(db, account, caplog):
+    from domain.operations import alerts
+
+    [operation_id] = _enqueue(db, account)
+    with db.transaction() as session:
+        operation = session.get(Operation, operation_id)
+        assert alerts.alert_admins(session, operation) == 0  # no administrator exists
+        operation.kind = alerts.ALERT_KIND
+        assert alerts.alert_admins(session, operation) == 0
+    assert "there is no administrator to alert" in caplog.text
+    assert "not alerting about it" in caplog.text
