@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from domain.audit import service as audit
 from domain.idempotency import service as idempotency
 from domain.operations import maintenance
 from tasks.app import app
@@ -52,3 +53,11 @@ def restore_unacked_messages() -> bool:
             return False
         restore(num=100, interval=1)
     return True
+
+
+@app.task(name="beat.tasks.anchor_audit_trail")
+def anchor_audit_trail() -> int | None:
+    """Pin the audit chain's head with a MAC; the sequence pinned, or None if nothing new."""
+    with runtime().database.transaction() as session:
+        pinned = audit.anchor(session)
+        return pinned.sequence if pinned else None

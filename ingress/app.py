@@ -23,7 +23,7 @@ from domain.verification.models import Channel
 from ingress import errors, middleware, openapi
 from ingress.context import ApiRequest, Services
 from ingress.dispatch import celery_sender
-from ingress.resources import auth, operations, ops, users, verification
+from ingress.resources import audit, auth, operations, ops, users, verification
 
 API = "/api/v1"
 VERSION = "0.1.0"
@@ -53,6 +53,8 @@ def api_routes(services: Services) -> list[tuple[str, object]]:
         (f"{API}/operations/{{operation_id:uuid}}", operations.OperationItem()),
         (f"{API}/operations/{{operation_id:uuid}}/cancel", operations.OperationCancel()),
         (f"{API}/events/tickets", operations.EventTickets()),
+        (f"{API}/audit/verify", audit.AuditVerify()),
+        (f"{API}/audit/entries", audit.AuditEntries()),
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ class Services:
 
 class RequestContext(falcon.Context):
     request_id: str
+    request_id_token: contextvars.Token[str | None]
     client_ip: str
     body: bytes
     token_subject: str | None

@@ -12,6 +12,7 @@ import falcon
 from sqlalchemy.exc import DBAPIError
 
 from domain.core.errors import AuthenticationFailed, RateLimited
+from domain.core.logging import request_id_var
 from domain.idempotency import service as idempotency
 from ingress import metrics
 from ingress.context import ApiRequest, Services, client_ip
@@ -52,6 +53,8 @@ class RequestLifecycle:
         ctx.services = self.services
         given = req.get_header("X-Request-Id")
         ctx.request_id = given if given and REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
+        # Every log line of the request carries its id, and operations it queues keep it.
+        ctx.request_id_token = request_id_var.set(ctx.request_id)
         ctx.client_ip = client_ip(
             req.remote_addr, req.get_header("X-Forwarded-For"), self.services.settings.trusted_proxies
         )
@@ -98,6 +101,9 @@ class RequestLifecycle:
                 "user_id": ctx.token_subject,
             },
         )
+        token = getattr(ctx, "request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
 
 
 class RateLimit:

@@ -58,6 +58,7 @@ class Settings(BaseModel):
     # Outbox rows no worker has claimed after this long are published again by beat.
     outbox_grace_seconds: float = Field(default=30.0, ge=0)
     reaper_seconds: float = Field(default=30.0, gt=0)
+    audit_anchor_seconds: float = Field(default=3600.0, gt=0)
     relay_max_connections: int = Field(default=10_000, ge=1)
     relay_heartbeat_seconds: float = Field(default=15.0, gt=0)
     ingress_port: int = 8000
@@ -152,6 +153,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             outbox_relay_seconds=float(env.get("OUTBOX_RELAY_SECONDS", "2")),
             outbox_grace_seconds=float(env.get("OUTBOX_GRACE_SECONDS", "30")),
             reaper_seconds=float(env.get("REAPER_SECONDS", "30")),
+            audit_anchor_seconds=float(env.get("AUDIT_ANCHOR_SECONDS", "3600")),
             relay_max_connections=int(env.get("RELAY_MAX_CONNECTIONS", "10000")),
             relay_heartbeat_seconds=float(env.get("RELAY_HEARTBEAT_SECONDS", "15")),
             ingress_port=int(env.get("INGRESS_PORT", "8000")),

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from domain.core.db import Base, utcnow
 from domain.core.encrypted import Ciphertext, encrypted_text
+from domain.operations.models import Operation
 from domain.users.models import User
 
 
@@ -64,6 +65,8 @@ class Notification(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     owner: Mapped[User] = relationship(lazy="select")
+    # Declared so the unit of work writes the operation before a notification pointing at it.
+    operation: Mapped[Operation | None] = relationship(lazy="raise")
 
     recipient = encrypted_text("recipient_ciphertext")
     subject = encrypted_text("subject_ciphertext")

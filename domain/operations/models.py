@@ -88,6 +88,9 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None]
     publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
 
+    # Declared so the unit of work inserts the operation before its outbox rows.
+    operation: Mapped[Operation | None] = relationship(lazy="raise")
+
     __table_args__ = (
         Index(
             "ix_outbox_unpublished",

@@ -18,3 +18,4 @@ class TaskRoute:
 DELIVER_EMAIL = TaskRoute("tasks.email.deliver_notification", "email")
 DELIVER_SMS = TaskRoute("tasks.sms.deliver_notification", "sms")
 PROBE = TaskRoute("tasks.sync.probe", "sync")
+APPEND_AUDIT = TaskRoute("tasks.audit.append_entry", "audit")

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, NotFound
+from domain.core.logging import request_id_var
 from domain.core.pagination import Page, decode_cursor, encode_cursor
 from domain.operations import routes
 from domain.operations.dispatch import stage_event, stage_task
@@ -42,7 +43,8 @@ def enqueue(
     """Create a queued operation and the outbox row that gets its task published.
 
     Both are written in the caller's transaction; the task is published after it commits.
-    `payload` holds ids only (it travels through the broker).
+    `payload` holds ids only (it travels through the broker). `request_id` defaults to the
+    id of the request (or task) being served, so the task's logs carry it too.
     """
     operation = Operation(
         id=uuid.uuid4(),
@@ -50,7 +52,7 @@ def enqueue(
         kind=kind,
         status=OperationStatus.QUEUED,
         attempts=0,
-        request_id=request_id,
+        request_id=request_id if request_id is not None else request_id_var.get(),
         created_at=utcnow(),
     )
     session.add(operation)

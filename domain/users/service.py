@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from domain.audit import service as audit
+from domain.audit.service import Fact, Scalar
 from domain.core.config import Settings
 from domain.core.crypto import hash_token
 from domain.core.encrypted import current_keyring
@@ -192,6 +194,7 @@ def enable_mfa(user: User, code: str) -> None:
     if not mfa.accept_code(user, code):
         raise InvalidInput("code: the one-time code is not valid", details=[_field("code", "not valid")])
     user.mfa_enabled = True
+    _audit_own(user, "user.mfa_enabled")
 
 
 def disable_mfa(user: User, code: str) -> None:
@@ -203,6 +206,15 @@ def disable_mfa(user: User, code: str) -> None:
     user.mfa_enabled = False
     user.mfa_secret = None
     user.mfa_last_step = None
+    _audit_own(user, "user.mfa_disabled")
+
+
+def _audit_own(user: User, action: str) -> None:
+    """Record in the audit trail something the user did to their own account."""
+    session = object_session(user)
+    if session is None:
+        raise RuntimeError("the user must belong to the request's session")
+    audit.record(session, Fact(action, "user", str(user.id), actor_id=str(user.id)))
 
 
 def update_profile(user: User, changes: dict[str, Any]) -> User:
@@ -261,6 +273,12 @@ def administer_user(session: Session, admin: User, user_id: uuid.UUID, changes: 
         user.status = changes["status"]
         if user.status != UserStatus.ACTIVE:
             revoke_all_for_user(session, user.id)
+    data: dict[str, Scalar] = {
+        "changed": ",".join(sorted(changes)),
+        "role": user.role.value,
+        "status": user.status.value,
+    }
+    audit.record(session, Fact("user.administered", "user", str(user.id), actor_id=str(admin.id), data=data))
     return user
 
 

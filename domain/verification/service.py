@@ -16,6 +16,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from domain.audit import service as audit
+from domain.audit.service import Fact
 from domain.core.crypto import derive_key
 from domain.core.db import Database, utcnow
 from domain.core.encrypted import current_keyring
@@ -85,6 +87,7 @@ def confirm_code(database: Database, user_id: uuid.UUID, channel: Channel, code:
         if problem is None:
             record.consumed_at = utcnow()
             _mark_verified(user, channel)
+            audit.record(session, Fact(f"user.{channel.value}_verified", "user", str(user.id), actor_id=str(user.id)))
             return user
     raise InvalidInput(problem)
 

@@ -209,6 +209,20 @@ def test_email_verification_through_every_process_and_a_dead_operation_alerts_th
             assert len(twilio.requests) == 2
             stream.close()
 
+            # The confirmation reached the audit trail through the `audit` worker.
+            login = requests.post(
+                f"{base}/api/v1/auth/login", json={"email": admin_email, "password": PASSWORD}, timeout=10
+            )
+            admin_auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+
+            def audited() -> dict[str, Any] | None:
+                report = requests.get(f"{base}/api/v1/audit/verify", headers=admin_auth, timeout=10).json()
+                return report if report["entries"] >= 1 else None
+
+            assert _wait_for(audited, 30, "the audit entry")["valid"] is True
+            entries = requests.get(f"{base}/api/v1/audit/entries", headers=admin_auth, timeout=10).json()["items"]
+            assert [e["action"] for e in entries] == ["user.email_verified"]
+
             # Task counts per queue and outcome, aggregated by the ingress's /metrics.
             metrics = requests.get(f"{base}/metrics", timeout=10).text
             assert (

@@ -68,6 +68,8 @@ def test_email_verification_from_request_to_confirmed_address(client, account, w
     )
     assert confirmed.status_code == 200, confirmed.text
     assert confirmed.json["emailVerified"] is True
+    [audited] = published  # the wrong guess recorded nothing; the confirmation is audited
+    assert audited.kwargs["fact"]["action"] == "user.email_verified"
     assert client.simulate_get("/api/v1/users/me", headers=account.auth).json["emailVerified"] is True
     again = client.simulate_post("/api/v1/users/me/email-verification", headers=account.auth)
     assert again.status_code == 409
@@ -313,3 +315,12 @@ def test_the_worker_marks_its_message_published_so_beat_leaves_it_alone(client, 
     with database.transaction() as session:
         assert session.get(OutboxMessage, task.id).published_at is not None
     assert maintenance.relay_outbox(database, published.append, grace_seconds=0) == 0
+
+
+def test_an_operation_keeps_the_id_of_the_request_that_queued_it(client, admin, account, database):
+    # The audit operation is queued deep inside a domain service that knows nothing of requests.
+    headers = admin.auth | {"X-Request-Id": "req-abc-123"}
+    client.simulate_patch(f"/api/v1/users/{account.id}", json={"name": "Renamed"}, headers=headers)
+    with database.transaction() as session:
+        [request_id] = session.scalars(select(Operation.request_id).where(Operation.kind == "audit.append")).all()
+    assert request_id == "req-abc-123"

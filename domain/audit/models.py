@@ -1,0 +1,60 @@
+"""Audit entries (a hash chain) and the anchors that pin its head at given times."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from domain.core.db import Base
+
+
+class AuditEntry(Base):
+    """One recorded fact. `hash` covers the previous entry's hash and this entry's content.
+
+    Entries hold ids and codes only, never personal data: the chain must stay verifiable
+    after a user is erased, so nothing in it can be crypto-shredded.
+    """
+
+    __tablename__ = "audit_entries"
+
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    recorded_at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(64))
+    actor_id: Mapped[uuid.UUID | None]
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # The operation that appended it: a redelivered task finds its entry instead of adding one.
+    operation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("operations.id", ondelete="SET NULL"), unique=True
+    )
+    previous_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_audit_entries_subject", "subject_type", "subject_id", "sequence"),
+        Index("ix_audit_entries_actor_id", "actor_id"),
+        Index("ix_audit_entries_action", "action"),
+    )
+
+
+class AuditAnchor(Base):
+    """The chain's head at a moment, MACed with a key the database does not hold.
+
+    Rewriting history would mean recomputing every later hash; an anchor makes that
+    detectable even for someone who can write to the database, since they cannot forge
+    the MAC without the master key.
+    """
+
+    __tablename__ = "audit_anchors"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    anchored_at: Mapped[datetime]
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    mac: Mapped[bytes] = mapped_column(LargeBinary)
