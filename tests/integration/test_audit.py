@@ -138,3 +138,11 @@ def test_audit_data_must_be_plain_values(database):
 
     with database.transaction() as session, pytest.raises(InvalidInput):
         audit.record(session, Fact("test.fact", "thing", "t", data={"ratio": 0.5}))  # type: ignore[dict-item]
+
+
+def test_a_nul_character_in_input_is_a_422_not_a_database_error(client, admin, account):
+    refused = client.simulate_get(ENTRIES, params={"subjectId": "a\x00b"}, headers=admin.auth)
+    assert refused.status_code == 422
+    assert refused.json["details"][0]["field"] == "subjectId"
+    profile = client.simulate_patch("/api/v1/users/me", json={"metadata": {"k": ["ok", "x\x00"]}}, headers=account.auth)
+    assert profile.status_code == 422
