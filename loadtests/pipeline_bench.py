@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -49,7 +50,7 @@ class PipelineResult:
 def create_admin(env: Mapping[str, str], port: int) -> str:
     """Create an administrator with the CLI, log in, and return the access token."""
     email = f"bench-admin-{time.time_ns()}@example.com"
-    deepref = str(sys.executable).rsplit("/", 1)[0] + "/deepref"
+    deepref = str(Path(sys.executable).with_name("deepref"))
     subprocess.run(
         [deepref, "create-admin", "--email", email, "--name", "Bench Admin"],
         env={**env, "DEEPREF_ADMIN_PASSWORD": PASSWORD},

@@ -33,6 +33,9 @@ from domain.core.embedded import EmbeddedPostgres, EmbeddedRedis
 from domain.core.encrypted import install_keyring
 from ingress.app import create_app
 
+# The local SMTP and Twilio-style servers as fixtures (`smtp_sink`, `fake_twilio`).
+pytest_plugins = ["tests.fakes"]
+
 TEST_VAR = PROJECT_ROOT / "var" / "test"
 PASSWORD = "correct horse battery staple"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import signal
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from domain.core.embedded import free_port
 from tests.conftest import PASSWORD, TEST_VAR, create_database, worker_id
+from tests.e2e.conftest import process_env
 
 pytestmark = pytest.mark.e2e
 DEEPREF = str(Path(sys.executable).with_name("deepref"))
@@ -53,21 +52,8 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture
 def system_env(servers, tmp_path):
-    env = {
-        **os.environ,
-        "DEEPREF_ENV": "development",
-        "DATABASE_URL": create_database(servers.database_url, f"deepref_e2e_{worker_id()}"),
-        "REDIS_URL": servers.redis_url,
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "DEEPREF_VAR_DIR": str(tmp_path),
-        "INGRESS_PORT": str(free_port()),
-        "RELAY_PORT": str(free_port()),
-        "FLOWER_PORT": str(free_port()),
-        "BCRYPT_ROUNDS": "4",
-        "WEB_CONCURRENCY": "2",
-    }
-    return env
+    database_url = create_database(servers.database_url, f"deepref_e2e_{worker_id()}")
+    return process_env(database_url, servers.redis_url, tmp_path, WEB_CONCURRENCY="2")
 
 
 def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):

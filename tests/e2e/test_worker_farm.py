@@ -5,7 +5,6 @@ Email goes to a real SMTP server and SMS to a local Twilio-style API, both start
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -23,9 +22,10 @@ import redis
 import requests
 
 from domain.core.config import load_settings
-from domain.core.embedded import EmbeddedRedis, free_port
+from domain.core.embedded import EmbeddedRedis
 from ingress.cli import WORKER_POOLS, process_commands, worker_command
 from tests.conftest import PASSWORD, create_database, redis_db_url, worker_id, worker_number
+from tests.e2e.conftest import process_env
 from tests.e2e.test_processes import DEEPREF, _create_admin, _port_open, _stop, _wait_ready
 from tests.fakes import FakeTwilio, SmtpSink, mail_outbox
 
@@ -37,24 +37,17 @@ CODE = re.compile(r"\b(\d{6})\b")
 def farm_env(servers: Any, tmp_path: Path) -> dict[str, str]:
     redis_url = redis_db_url(servers.redis_url, 15 - worker_number() % 2)
     redis.Redis.from_url(redis_url).flushdb()
-    return {
-        **os.environ,
-        "DEEPREF_ENV": "development",
-        "DATABASE_URL": create_database(servers.database_url, f"deepref_farm_{worker_id()}"),
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "DEEPREF_VAR_DIR": str(tmp_path),
-        "INGRESS_PORT": str(free_port()),
-        "RELAY_PORT": str(free_port()),
-        "FLOWER_PORT": str(free_port()),
-        "BCRYPT_ROUNDS": "4",
-        "WEB_CONCURRENCY": "1",
-        "OUTBOX_RELAY_SECONDS": "0.5",
-        "OUTBOX_GRACE_SECONDS": "2",
-        "RATE_LIMIT_PER_MINUTE": "100000",
-        "DEEPREF_ADMIN_PASSWORD": PASSWORD,
-    }
+    database_url = create_database(servers.database_url, f"deepref_farm_{worker_id()}")
+    return process_env(
+        database_url,
+        redis_url,
+        tmp_path,
+        WEB_CONCURRENCY="1",
+        OUTBOX_RELAY_SECONDS="0.5",
+        OUTBOX_GRACE_SECONDS="2",
+        RATE_LIMIT_PER_MINUTE="100000",
+        DEEPREF_ADMIN_PASSWORD=PASSWORD,
+    )
 
 
 class Processes:

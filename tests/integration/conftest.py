@@ -39,7 +39,6 @@ class Worker:
         self.var_dir = var_dir
 
     def run(self, task: OutgoingTask) -> None:
-        celery_app.loader.import_default_modules()
         # As a worker delivers it: the task id is the outbox id.
         celery_app.tasks[task.name].apply(kwargs=task.kwargs, task_id=str(task.id))
 
@@ -62,5 +61,6 @@ def worker(
     sms = FileSmsOutbox(tmp_path / "sms", settings.sms_from)
     runtime = worker_runtime.Runtime(settings, database, redis_client, dispatcher, email, sms)
     worker_runtime._current[os.getpid()] = runtime
+    celery_app.loader.import_default_modules()  # register the task modules, as a worker does at start
     yield Worker(runtime, published, tmp_path)
     worker_runtime._current.clear()

@@ -57,18 +57,6 @@ def owner(session: Session, keyring: KeyRing) -> User:
 
 
 @pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
-    with FakeTwilio() as twilio:
-        yield twilio
-
-
-@pytest.fixture
 def outboxes(settings: Settings, tmp_path) -> Settings:
     """Settings whose file outboxes write under this test's own directory."""
     return settings.model_copy(update={"var_dir": tmp_path, "smtp_url": None, "sms_provider": "file"})

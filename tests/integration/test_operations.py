@@ -181,30 +181,23 @@ def test_event_tickets_are_issued_to_the_caller(client, account, redis_client):
 
 
 def test_transient_failures_retry_with_backoff_then_the_operation_dies_and_admins_hear(
-    client, account, admin, worker, published, database, settings
+    client, account, admin, worker, published, database, settings, fake_twilio
 ):
-    with FakeTwilio() as twilio:
-        worker.runtime.sms = TwilioSmsProvider(
-            api_url=twilio.url, account_sid=twilio.account_sid, auth_token=twilio.auth_token, sender="+15550000000"
-        )
-        twilio.fail_next(503, times=100)
-        client.simulate_patch("/api/v1/users/me", json={"phone": "+14155550100"}, headers=account.auth)
-        operation_id = client.simulate_post("/api/v1/users/me/phone-verification", headers=account.auth).json[
-            "operation"
-        ]["id"]
-        delays = []
-        for attempt in range(1, settings.task_max_attempts + 1):
-            task = published.pop(0)
-            assert task.queue == "sms"
-            worker.run(task)
-            state = _operation(client, account, operation_id)
-            assert state["attempts"] == attempt
-            if attempt < settings.task_max_attempts:
-                assert state["status"] == "queued"
-                assert state["error"]["code"] == "transient_delivery_error"
-                assert published[0].eta is not None
-                delays.append((published[0].eta - utcnow()).total_seconds())
-        assert len(twilio.requests) == settings.task_max_attempts
+    twilio = fake_twilio
+    operation_id = _verify_phone_through(twilio, 503, client, account, worker)
+    delays = []
+    for attempt in range(1, settings.task_max_attempts + 1):
+        task = published.pop(0)
+        assert task.queue == "sms"
+        worker.run(task)
+        state = _operation(client, account, operation_id)
+        assert state["attempts"] == attempt
+        if attempt < settings.task_max_attempts:
+            assert state["status"] == "queued"
+            assert state["error"]["code"] == "transient_delivery_error"
+            assert published[0].eta is not None
+            delays.append((published[0].eta - utcnow()).total_seconds())
+    assert len(twilio.requests) == settings.task_max_attempts
     dead = _operation(client, account, operation_id)
     assert dead["status"] == "dead"
     assert dead["finishedAt"] is not None
@@ -224,17 +217,20 @@ def test_transient_failures_retry_with_backoff_then_the_operation_dies_and_admin
     assert all("notification_id" in p for p in payloads)  # the payload is kept
 
 
-def test_a_permanent_refusal_fails_the_operation_without_retry(client, account, worker, published):
-    with FakeTwilio() as twilio:
-        worker.runtime.sms = TwilioSmsProvider(
-            api_url=twilio.url, account_sid=twilio.account_sid, auth_token=twilio.auth_token, sender="+15550000000"
-        )
-        twilio.fail_next(400, times=100)
-        client.simulate_patch("/api/v1/users/me", json={"phone": "+14155550100"}, headers=account.auth)
-        operation_id = client.simulate_post("/api/v1/users/me/phone-verification", headers=account.auth).json[
-            "operation"
-        ]["id"]
-        worker.drain()
+def _verify_phone_through(twilio: FakeTwilio, failing_status: int, client: Any, account: Account, worker: Any) -> str:
+    """Point the worker at a Twilio API that keeps answering `failing_status`; ask for a phone code."""
+    worker.runtime.sms = TwilioSmsProvider(
+        api_url=twilio.url, account_sid=twilio.account_sid, auth_token=twilio.auth_token, sender="+15550000000"
+    )
+    twilio.fail_next(failing_status, times=100)
+    client.simulate_patch("/api/v1/users/me", json={"phone": "+14155550100"}, headers=account.auth)
+    accepted = client.simulate_post("/api/v1/users/me/phone-verification", headers=account.auth)
+    return str(accepted.json["operation"]["id"])
+
+
+def test_a_permanent_refusal_fails_the_operation_without_retry(client, account, worker, published, fake_twilio):
+    operation_id = _verify_phone_through(fake_twilio, 400, client, account, worker)
+    worker.drain()
     failed = _operation(client, account, operation_id)
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "permanent_delivery_error"
