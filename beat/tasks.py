@@ -5,6 +5,7 @@ from __future__ import annotations
 from domain.audit import service as audit
 from domain.idempotency import service as idempotency
 from domain.operations import maintenance
+from domain.references import maintenance as references
 from tasks.app import app
 from tasks.runtime import runtime, send_task
 
@@ -61,3 +62,12 @@ def anchor_audit_trail() -> int | None:
     with runtime().database.transaction() as session:
         pinned = audit.anchor(session)
         return pinned.sequence if pinned else None
+
+
+@app.task(name="beat.tasks.sweep_references")
+def sweep_references() -> dict[str, int]:
+    """Send the automatic reminders that are due and expire requests not answered in time."""
+    rt = runtime()
+    reminded = references.send_automatic_reminders(rt.database, link_base=rt.settings.public_base_url)
+    expired = references.expire_overdue(rt.database)
+    return {"reminded": reminded, "expired": expired}

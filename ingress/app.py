@@ -23,7 +23,7 @@ from domain.verification.models import Channel
 from ingress import errors, middleware, openapi
 from ingress.context import ApiRequest, Services
 from ingress.dispatch import celery_sender
-from ingress.resources import audit, auth, operations, ops, users, verification
+from ingress.resources import audit, auth, operations, ops, referee, references, users, verification
 
 API = "/api/v1"
 VERSION = "0.1.0"
@@ -52,6 +52,15 @@ def api_routes(services: Services) -> list[tuple[str, object]]:
         (f"{API}/operations/probe", operations.OperationProbe()),
         (f"{API}/operations/{{operation_id:uuid}}", operations.OperationItem()),
         (f"{API}/operations/{{operation_id:uuid}}/cancel", operations.OperationCancel()),
+        (f"{API}/references", references.ReferenceList()),
+        (f"{API}/references/{{reference_id:uuid}}", references.ReferenceItem()),
+        (f"{API}/references/{{reference_id:uuid}}/reminders", references.ReferenceReminders()),
+        (f"{API}/references/{{reference_id:uuid}}/revoke", references.ReferenceRevoke()),
+        (f"{API}/references/{{reference_id:uuid}}/shares", references.ReferenceShares()),
+        (f"{API}/references/{{reference_id:uuid}}/shares/{{employer_id:uuid}}", references.ReferenceShareItem()),
+        (f"{API}/referee/{{token}}", referee.RefereeQuestionnaireResource()),
+        (f"{API}/referee/{{token}}/response", referee.RefereeResponse()),
+        (f"{API}/referee/{{token}}/decline", referee.RefereeDecline()),
         (f"{API}/events/tickets", operations.EventTickets()),
         (f"{API}/audit/verify", audit.AuditVerify()),
         (f"{API}/audit/entries", audit.AuditEntries()),

@@ -11,7 +11,7 @@ from celeryconfig import celery_settings
 from domain.core.config import load_settings
 from domain.core.logging import configure_logging
 
-app = Celery("deepref", include=["tasks.audit", "tasks.email", "tasks.sms", "tasks.sync", "beat.tasks"])
+app = Celery("deepref", include=["tasks.ai", "tasks.audit", "tasks.email", "tasks.sms", "tasks.sync", "beat.tasks"])
 # Read when the configuration is first needed, not at import: importing tasks has no side effects.
 app.add_defaults(lambda: celery_settings(load_settings()))
 

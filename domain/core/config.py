@@ -59,6 +59,10 @@ class Settings(BaseModel):
     outbox_grace_seconds: float = Field(default=30.0, ge=0)
     reaper_seconds: float = Field(default=30.0, gt=0)
     audit_anchor_seconds: float = Field(default=3600.0, gt=0)
+    # How often beat sends due reference reminders and expires unanswered requests.
+    reference_sweep_seconds: float = Field(default=300.0, gt=0)
+    # Referee link requests per minute, per link and per client IP.
+    referee_rate_limit_per_minute: int = Field(default=30, ge=1)
     relay_max_connections: int = Field(default=10_000, ge=1)
     relay_heartbeat_seconds: float = Field(default=15.0, gt=0)
     ingress_port: int = 8000
@@ -154,6 +158,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             outbox_grace_seconds=float(env.get("OUTBOX_GRACE_SECONDS", "30")),
             reaper_seconds=float(env.get("REAPER_SECONDS", "30")),
             audit_anchor_seconds=float(env.get("AUDIT_ANCHOR_SECONDS", "3600")),
+            reference_sweep_seconds=float(env.get("REFERENCE_SWEEP_SECONDS", "300")),
+            referee_rate_limit_per_minute=int(env.get("REFEREE_RATE_LIMIT_PER_MINUTE", "30")),
             relay_max_connections=int(env.get("RELAY_MAX_CONNECTIONS", "10000")),
             relay_heartbeat_seconds=float(env.get("RELAY_HEARTBEAT_SECONDS", "15")),
             ingress_port=int(env.get("INGRESS_PORT", "8000")),

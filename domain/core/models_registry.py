@@ -6,5 +6,6 @@ def import_all() -> None:
     import domain.idempotency.models
     import domain.notifications.models
     import domain.operations.models
+    import domain.references.models
     import domain.users.models
     import domain.verification.models  # noqa: F401

@@ -1,0 +1,1 @@
+"""Language-model work: the providers every AI call goes through."""

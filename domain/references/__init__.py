@@ -1,0 +1,1 @@
+"""References: requests to referees, their answers and the checks run on them."""
