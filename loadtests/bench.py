@@ -3,9 +3,11 @@
 What is measured
     For GET /healthz, GET /api/v1/users/me (a bearer access token per client),
     POST /api/v1/auth/refresh (each client rotating its own refresh token) and
-    POST /api/v1/operations/probe (operations accepted; an administrator's token), the requests/s and
-    the p50/p99 latency of the real ingress, each beside the same traffic against
-    `loadtests.bare_app` (GET /hello, POST /echo with the same headers and body). Both apps are
+    POST /api/v1/operations/probe (operations accepted; an administrator's token), POST
+    /api/v1/references (candidates asking for references) and POST /api/v1/referee/{token}/response
+    (referees answering, one submission per link), the requests/s and the p50/p99 latency of the
+    real ingress, each beside the same traffic against `loadtests.bare_app` (GET /hello, POST
+    /echo with the same headers and body). Both apps are
     served the same way in the same run: gunicorn with ingress/gunicorn.conf.py, so the same
     gevent worker class, worker count and keep-alive. The key figure is the ratio
     ingress rps / bare rps: the share of the framework's own throughput the ingress keeps once
@@ -28,12 +30,17 @@ How
     then against the ingress. One account per connection is registered before the load, with
     BCRYPT_ROUNDS=4 (registration is not measured). The rate limits are raised so far that the
     limiter still makes its Redis round trip on every request but never refuses one.
+    The two reference scenarios send requests that can be made only once (a candidate may have
+    ten requests awaiting an answer; a link is answered once), so they are prepared before the
+    load and each client sends its own share once (loadtests/reference_bench.py): their window
+    ends early when a client has sent its last one, and the count prepared is printed.
     PostgreSQL and Redis are DATABASE_URL / REDIS_URL when set (the database `deepref_bench` is
     dropped and created again on that server; Redis keys are the limiter's, which expire within
     a minute); when unset, embedded servers under var/bench are started and stopped again.
 
     Then the worker farm: accept-to-event latency through ingress, broker, one worker and the
-    relay (loadtests/pipeline_bench.py), and the relay holding 5,000 streams
+    relay (loadtests/pipeline_bench.py), a referee's answer to its verification event over SSE
+    (loadtests/reference_pipeline.py), and the relay holding 5,000 streams
     (loadtests/relay_bench.py; BENCH_RELAY=0 skips it).
 
 Output
@@ -43,7 +50,9 @@ Output
     never came, since such a run's figures are not valid.
 
 Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONCURRENCY (100), BENCH_GENERATORS
-(see DEFAULT_GENERATORS), WEB_CONCURRENCY (2), DB_POOL_SIZE (the settings' default).
+(see DEFAULT_GENERATORS), WEB_CONCURRENCY (2), DB_POOL_SIZE (the settings' default),
+BENCH_REFERENCE_REQUESTS (3000), BENCH_REFEREE_LINKS (3000), BENCH_PROBES (200),
+BENCH_REFERENCE_SAMPLES (200), BENCH_RELAY (1).
 """
 
 from __future__ import annotations
@@ -60,7 +69,7 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from domain.core.config import PROJECT_ROOT, Settings
-from loadtests import pipeline_bench, relay_bench
+from loadtests import pipeline_bench, reference_bench, reference_pipeline, relay_bench
 from loadtests.bare_app import ECHO_PATH, HELLO_PATH
 from loadtests.loadgen import ClientSpec, Outcome, Plan
 from loadtests.report import Comparison, Measurement, PeakMemory, Report, render, summarise_log, write_results
@@ -87,7 +96,8 @@ DEFAULT_GENERATORS = 1
 GENERATOR_STARTUP = 1.5  # for generator processes to import and build their clients before start_at
 GENERATOR_GRACE = 30.0  # past the end of the window, before a generator is killed
 
-Credentials = Literal["none", "access", "refresh", "admin"]
+# "script": the clients' requests are prepared by loadtests/reference_bench.py, each sent once.
+Credentials = Literal["none", "access", "refresh", "admin", "script"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,8 @@ class Config:
     generators: int
     workers: int
     db_pool_size: int
+    reference_requests: int
+    referee_links: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -109,6 +121,8 @@ class Config:
             generators=max(1, min(concurrency, int(env.get("BENCH_GENERATORS", str(DEFAULT_GENERATORS))))),
             workers=int(env.get("WEB_CONCURRENCY", "2")),
             db_pool_size=int(env.get("DB_POOL_SIZE", str(Settings.model_fields["db_pool_size"].default))),
+            reference_requests=int(env.get("BENCH_REFERENCE_REQUESTS", "3000")),
+            referee_links=int(env.get("BENCH_REFEREE_LINKS", "3000")),
         )
 
 
@@ -127,6 +141,14 @@ SCENARIOS = (
     Scenario(f"POST {API}/auth/refresh", "POST", ECHO_PATH, f"{API}/auth/refresh", "refresh"),
     # Operations accepted: row + outbox row, commit, publish to the broker, mark published.
     Scenario(f"POST {API}/operations/probe", "POST", HELLO_PATH, f"{API}/operations/probe", "admin"),
+)
+# Reference requested: lock the candidate, count their open requests, encrypt, reference + link +
+# operation + outbox + notification rows, commit, publish to the email and audit queues.
+REFERENCE_REQUEST = Scenario(f"POST {API}/references", "POST", ECHO_PATH, f"{API}/references", "script")
+# Referee answer: find the link by its hash, lock, check every answer, seal them, verification
+# operation + outbox rows, commit, publish to the ai and audit queues.
+REFEREE_RESPONSE = Scenario(
+    f"POST {API}/referee/{{token}}/response", "POST", ECHO_PATH, f"{API}/referee/{{token}}/response", "script"
 )
 
 
@@ -166,7 +188,7 @@ def run_load(server: Server, path: str, scenario: Scenario, specs: Sequence[Clie
     with ExitStack() as stack:
         processes = [stack.enter_context(generator(plan, index)) for index, plan in enumerate(plans)]
         outcomes = [collect(process, deadline) for process in processes]
-    return Measurement.of(outcomes, config.seconds, before, CpuSample.take(workers))
+    return Measurement.of(outcomes, plans[0].window, before, CpuSample.take(workers))
 
 
 @contextmanager
@@ -195,23 +217,52 @@ def compare(
     scenario: Scenario,
     bare: Server,
     ingress: Server,
-    accounts: Sequence[Account],
+    specs: Sequence[ClientSpec],
     config: Config,
     memory: PeakMemory,
-    admin_token: str,
+    note: str = "",
 ) -> Comparison:
-    specs = client_specs(scenario.credentials, accounts, admin_token)
+    """The scenario against both apps; the bare app gets each script's first request, repeated."""
     print(f"bench: {scenario.endpoint} ...", file=sys.stderr, flush=True)
-    bare_result = run_load(bare, scenario.bare_path, scenario, specs, config)
+    bare_specs = [reference_bench.first_request(spec) for spec in specs]
+    bare_result = run_load(bare, scenario.bare_path, scenario, bare_specs, config)
     ingress_result = run_load(ingress, scenario.ingress_path, scenario, specs, config)
     memory.observe(ingress.worker_pids())
-    return Comparison(scenario.endpoint, bare_result, ingress_result)
+    return Comparison(scenario.endpoint, bare_result, ingress_result, note)
+
+
+def reference_comparisons(
+    bare: Server,
+    ingress: Server,
+    accounts: Sequence[Account],
+    env: Mapping[str, str],
+    config: Config,
+    memory: PeakMemory,
+) -> list[Comparison]:
+    """Candidates asking for references, then referees answering the links those requests sent."""
+    scripts = reference_bench.request_scripts(ingress.port, accounts, config.reference_requests)
+    prepared = sum(len(spec.steps) for spec in scripts)
+    note = f"{prepared} requests prepared ({prepared // len(scripts)} per client, 10 per candidate)"
+    requested = compare(REFERENCE_REQUEST, bare, ingress, scripts, config, memory, note)
+    print("bench: preparing referee links ...", file=sys.stderr, flush=True)
+    links = reference_bench.prepare_links(env, ingress.port, config.referee_links)
+    note = f"{len(links)} links prepared and opened once, one submission each ({len(links) // len(accounts)} a client)"
+    scripts = reference_bench.referee_scripts(links, len(accounts))
+    return [requested, compare(REFEREE_RESPONSE, bare, ingress, scripts, config, memory, note)]
 
 
 # --- the run ----------------------------------------------------------------------------------
 
 
-def run(config: Config, env: Mapping[str, str]) -> tuple[Report, pipeline_bench.PipelineResult]:
+@dataclass(frozen=True)
+class Farm:
+    """The worker farm's latencies, measured after the throughput runs."""
+
+    pipeline: pipeline_bench.PipelineResult
+    references: reference_pipeline.SubmissionResult
+
+
+def run(config: Config, env: Mapping[str, str]) -> tuple[Report, Farm]:
     load_average = os.getloadavg()[0]
     with backing_services(env) as (postgres_url, redis_url):
         server_env = ingress_env(env, prepare_database(postgres_url), redis_url, config)
@@ -226,9 +277,15 @@ def run(config: Config, env: Mapping[str, str]) -> tuple[Report, pipeline_bench.
             memory.idle_kb = max(memory.peaks_kb.values(), default=0)
             accounts = register_accounts(ingress.port, config.concurrency)
             admin_token = pipeline_bench.create_admin(server_env, ingress.port)
-            comparisons = [compare(s, bare, ingress, accounts, config, memory, admin_token) for s in SCENARIOS]
+            comparisons = [
+                compare(s, bare, ingress, client_specs(s.credentials, accounts, admin_token), config, memory)
+                for s in SCENARIOS
+            ]
+            comparisons += reference_comparisons(bare, ingress, accounts, server_env, config, memory)
             print("bench: accept-to-event latency ...", file=sys.stderr, flush=True)
             pipeline = pipeline_bench.measure(server_env, ingress.port, admin_token)
+            print("bench: referee answer to verification event ...", file=sys.stderr, flush=True)
+            references = reference_pipeline.measure(server_env, ingress.port)
     report = Report(
         config=config,
         comparisons=comparisons,
@@ -240,7 +297,7 @@ def run(config: Config, env: Mapping[str, str]) -> tuple[Report, pipeline_bench.
         pool=pool,
         load_average=load_average,
     )
-    return report, pipeline
+    return report, Farm(pipeline, references)
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
@@ -252,18 +309,23 @@ def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     config = Config.from_env(os.environ)
     try:
-        report, pipeline = run(config, os.environ)
+        report, farm = run(config, os.environ)
         relay = relay_bench.run() if os.environ.get("BENCH_RELAY", "1") != "0" else None
     except KeyboardInterrupt:
         print("bench: interrupted; servers stopped", file=sys.stderr)
         return 130
     print(render(report))
-    print(pipeline_bench.render(pipeline))
+    print(pipeline_bench.render(farm.pipeline))
+    print(reference_pipeline.render(farm.references))
     write_results(report, VAR / "results.json")
-    extra = {"pipeline": pipeline_bench.as_json(pipeline), "relay": relay}
+    extra = {
+        "pipeline": pipeline_bench.as_json(farm.pipeline),
+        "referenceSubmission": reference_pipeline.as_json(farm.references),
+        "relay": relay,
+    }
     (VAR / "farm-results.json").write_text(json.dumps(extra, indent=2, default=str))
     print(f"\nbench: results in {VAR / 'results.json'}", file=sys.stderr)
-    return 1 if report.errors or pipeline.lost else 0
+    return 1 if report.errors or farm.pipeline.lost or farm.references.lost else 0
 
 
 if __name__ == "__main__":

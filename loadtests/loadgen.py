@@ -18,6 +18,12 @@ A chained client (refresh-token rotation) sends the `refreshToken` of its previo
 the next body. Its first failure ends it: its token may have been spent, and a token used
 twice revokes the whole family, so every later request would fail as well.
 
+A scripted client (a spec with `steps`) sends each of its steps once, in order: requests that
+can be made only once, such as a referee's answer through a single-use link. When its steps
+run out it stops, and the outcome records when the first client ran out (`exhausted_at`) and
+when each measured answer completed, so the caller can end the window there, while every
+client was still sending.
+
 The outcome (counts and every measured latency) is printed as JSON on stdout.
 """
 
@@ -42,11 +48,20 @@ FAILURE_PAUSE = 0.05
 MAX_START_DELAY = 30.0
 
 
+class Step(BaseModel):
+    """One request of a scripted client, sent once: its path, body and headers beyond the client's."""
+
+    path: str
+    body: str = ""
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class ClientSpec(BaseModel):
-    """One virtual client: its headers and (for POST) its first body, a JSON text."""
+    """One virtual client: its headers and (for POST) its first body, a JSON text; or its script."""
 
     headers: dict[str, str] = Field(default_factory=dict)
     body: str = ""
+    steps: list[Step] = Field(default_factory=list)
 
 
 class Plan(BaseModel):
@@ -68,7 +83,11 @@ class Plan(BaseModel):
 
 
 class Outcome(BaseModel):
-    """`exchanges`: every answer or failure, warm-up included; `completed`: 2xx inside the window."""
+    """`exchanges`: every answer or failure, warm-up included; `completed`: 2xx inside the window.
+
+    Scripted plans only: `finished_at`, the wall-clock end of each measured exchange (in the
+    order of `latencies_ms`), and `exhausted_at`, when the first client had sent all its steps.
+    """
 
     exchanges: int = 0
     completed: int = 0
@@ -76,21 +95,38 @@ class Outcome(BaseModel):
     errors: int = 0
     failures: dict[str, int] = Field(default_factory=dict)
     stopped_clients: int = 0
+    finished_at: list[float] = Field(default_factory=list)
+    exhausted_at: float | None = None
+
+    def latencies_before(self, cut: float) -> list[float]:
+        """The measured latencies of exchanges that ended before `cut` (all of them without timestamps)."""
+        if not self.finished_at:
+            return self.latencies_ms
+        return [ms for ms, end in zip(self.latencies_ms, self.finished_at, strict=True) if end < cut]
 
 
 class Tally:
     """What the clients of this process observed."""
 
-    def __init__(self) -> None:
+    def __init__(self, timestamps: bool = False) -> None:
         self.exchanges = 0
         self.latencies: list[float] = []
         self.failures: Counter[str] = Counter()
         self.stopped = 0
+        self.timestamps = timestamps
+        self.finished_at: list[float] = []
+        self.exhausted_at: float | None = None
 
     def success(self, seconds: float, measured: bool) -> None:
         self.exchanges += 1
         if measured:
             self.latencies.append(round(seconds * 1000, 3))
+            if self.timestamps:
+                self.finished_at.append(time.time())
+
+    def exhausted(self) -> None:
+        now = time.time()
+        self.exhausted_at = now if self.exhausted_at is None else min(self.exhausted_at, now)
 
     def failure(self, reason: str) -> None:
         self.exchanges += 1
@@ -104,12 +140,14 @@ class Tally:
             errors=sum(self.failures.values()),
             failures=dict(self.failures),
             stopped_clients=self.stopped,
+            finished_at=self.finished_at,
+            exhausted_at=self.exhausted_at,
         )
 
 
-def encode_request(plan: Plan, headers: dict[str, str], body: str) -> bytes:
+def encode_request(plan: Plan, headers: dict[str, str], body: str, path: str = "") -> bytes:
     """The request's bytes, built once per body rather than once per request."""
-    lines = [f"{plan.method} {plan.path} HTTP/1.1", f"Host: {HOST}:{plan.port}", "User-Agent: deepref-loadgen"]
+    lines = [f"{plan.method} {path or plan.path} HTTP/1.1", f"Host: {HOST}:{plan.port}", "User-Agent: deepref-loadgen"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     payload = body.encode()
     if plan.method == "POST":
@@ -124,14 +162,19 @@ class VirtualClient:
         self.plan = plan
         self.headers = spec.headers
         self.request = encode_request(plan, spec.headers, spec.body)
+        # A script's requests are encoded as they come, so a client holds one at a time.
+        self.steps = iter(spec.steps) if spec.steps else None
         self.tally = tally
         self.sock: Any = None
 
     def run(self) -> None:
-        """Send requests back to back until the measured window ends (or a chain breaks)."""
+        """Send requests back to back until the measured window ends (or a chain breaks, or the script ends)."""
         begin, end = self.plan.window
         try:
             while time.time() < end:
+                if not self._next_step():
+                    self.tally.exhausted()
+                    return
                 if not self._exchange(begin, end):
                     self.tally.stopped += 1
                     return
@@ -155,6 +198,16 @@ class VirtualClient:
         if self.plan.chain_refresh and not self._chain(payload):
             return False
         self.tally.success(elapsed, measured=begin <= time.time() < end)
+        return True
+
+    def _next_step(self) -> bool:
+        """Load the script's next request; False when the script is done (always True without one)."""
+        if self.steps is None:
+            return True
+        step = next(self.steps, None)
+        if step is None:
+            return False
+        self.request = encode_request(self.plan, {**self.headers, **step.headers}, step.body, step.path)
         return True
 
     def _send(self) -> tuple[int, bytes]:
@@ -188,7 +241,7 @@ def run_plan(plan: Plan) -> Outcome:
     delay = plan.start_at - time.time()
     if delay > MAX_START_DELAY:
         raise ValueError(f"start_at is {delay:.0f} s away; at most {MAX_START_DELAY:.0f} s is allowed")
-    tally = Tally()
+    tally = Tally(timestamps=any(spec.steps for spec in plan.clients))
     clients = [VirtualClient(plan, spec, tally) for spec in plan.clients]
     gevent.sleep(max(0.0, delay))
     greenlets = [gevent.spawn(client.run) for client in clients]

@@ -8,6 +8,7 @@ the POST alone (the 202), so the queue + worker + relay share is their differenc
 
 Called by loadtests/bench.py with the ingress it already runs; starts the relay and the
 worker itself and stops them afterwards. Their logs are var/bench/relay.log and worker.log.
+The relay, worker and SSE helpers here serve loadtests/reference_pipeline.py as well.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ from loadtests.servers import API, HOST, PASSWORD, VAR, request
 PROBES = int(os.environ.get("BENCH_PROBES", "200"))
 READY_TIMEOUT = 60.0
 EVENT_TIMEOUT = 10.0
+# The line a Celery worker logs once it consumes (its JSON log's message ends so).
+WORKER_READY = b'ready."'
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,12 @@ def measure(env: Mapping[str, str], ingress_port: int, token: str, probes: int =
     # Probes accepted by the throughput run are still queued: start from an empty queue.
     redis.Redis.from_url(env.get("BROKER_URL") or env["REDIS_URL"]).delete("sync")
     relay_port = free_port()
-    with _process("relay", _relay_command(relay_port), env), _process("worker", _worker_command(), env):
-        _wait_for_port(relay_port)
+    with background("relay", relay_command(relay_port), env), background("worker", worker_command("sync"), env):
+        wait_for_relay(relay_port)
+        wait_for_worker(VAR / "worker.log")
         stream = EventStream(relay_port, token)
         try:
-            time.sleep(2.0)  # the worker connects to the broker
+            stream.wait_open(READY_TIMEOUT)
             return _probe_many(ingress_port, token, stream, probes)
         finally:
             stream.close()
@@ -98,13 +102,14 @@ def _probe_many(port: int, token: str, stream: EventStream, probes: int) -> Pipe
         if finished is None:
             lost += 1
             continue
-        totals.append(finished - started)
+        totals.append(finished[1] - started)
         accepts.append(accepted - started)
     connection.close()
-    return PipelineResult(len(totals[5:]), _summary(totals[5:]), _summary(accepts[5:]), lost)
+    return PipelineResult(len(totals[5:]), summary(totals[5:]), summary(accepts[5:]), lost)
 
 
-def _summary(seconds: list[float]) -> dict[str, float]:
+def summary(seconds: list[float]) -> dict[str, float]:
+    """p50, p99 and max in ms of durations in seconds (empty when there are none)."""
     if not seconds:
         return {}
     ordered = sorted(seconds)
@@ -116,7 +121,7 @@ def _summary(seconds: list[float]) -> dict[str, float]:
 
 
 class EventStream:
-    """One SSE connection read in a thread; records when each operation's `succeeded` event came."""
+    """One SSE connection read in a thread; records when each (object id, status) first came in an event's data."""
 
     def __init__(self, port: int, token: str) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=30)
@@ -124,7 +129,8 @@ class EventStream:
             f"GET /events HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {token}\r\n"
             "Accept: text/event-stream\r\n\r\n".encode()
         )
-        self.arrived: dict[str, float] = {}
+        self.arrived: dict[tuple[str, str], float] = {}
+        self.opened = threading.Event()
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -134,6 +140,8 @@ class EventStream:
         with suppress(OSError):
             while chunk := self.sock.recv(65536):
                 now = time.perf_counter()
+                # The relay registers the stream before it sends the first bytes.
+                self.opened.set()
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
@@ -144,34 +152,48 @@ class EventStream:
             return
         with suppress(ValueError):
             data = json.loads(line[6:])
-            if isinstance(data, dict) and data.get("status") == "succeeded":
+            if isinstance(data, dict) and "id" in data and "status" in data:
                 with self.changed:
-                    self.arrived[str(data["id"])] = now
+                    self.arrived.setdefault((str(data["id"]), str(data["status"])), now)
                     self.changed.notify_all()
 
-    def wait_for(self, operation_id: str, timeout: float) -> float | None:
+    def wait_open(self, timeout: float) -> None:
+        if not self.opened.wait(timeout):
+            raise RuntimeError(f"the relay did not open an event stream within {timeout:g} s")
+
+    def wait_for(
+        self, object_id: str, timeout: float, statuses: Collection[str] = ("succeeded",)
+    ) -> tuple[str, float] | None:
+        """The first of `statuses` an event gave `object_id`, and when it was read; None after `timeout`."""
+
+        def found() -> tuple[str, float] | None:
+            return next(((s, self.arrived[object_id, s]) for s in statuses if (object_id, s) in self.arrived), None)
+
         with self.changed:
-            self.changed.wait_for(lambda: operation_id in self.arrived, timeout)
-            return self.arrived.get(operation_id)
+            self.changed.wait_for(lambda: found() is not None, timeout)
+            return found()
 
     def close(self) -> None:
         with suppress(OSError):
             self.sock.close()
 
 
-def _relay_command(port: int) -> list[str]:
+def relay_command(port: int) -> list[str]:
     conf = str(PROJECT_ROOT / "realtime" / "gunicorn.conf.py")
     return [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", f"{HOST}:{port}", "realtime.app:app"]
 
 
-def _worker_command() -> list[str]:
-    from ingress.cli import WORKER_POOLS, worker_command
+def worker_command(queue: str) -> list[str]:
+    """A Celery worker for `queue` with the pool `deepref run` gives it."""
+    from ingress.cli import WORKER_POOLS
+    from ingress.cli import worker_command as command
 
-    return worker_command(["sync"], WORKER_POOLS["sync"])
+    return command([queue], WORKER_POOLS[queue])
 
 
 @contextmanager
-def _process(name: str, command: list[str], env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def background(name: str, command: list[str], env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` in its own session, output to var/bench/<name>.log; SIGTERM (then SIGKILL) on exit."""
     with (VAR / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(
             command, env=dict(env), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -188,14 +210,27 @@ def _process(name: str, command: list[str], env: Mapping[str, str]) -> Iterator[
             process.wait(5)
 
 
-def _wait_for_port(port: int) -> None:
+def wait_for_relay(port: int) -> None:
+    """Wait until the relay answers /healthz with its subscription to the event channel ready."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        with suppress(OSError, http.client.HTTPException):
-            if request(port, "GET", "/healthz", timeout=1.0)[0] == 200:
+        with suppress(OSError, http.client.HTTPException, ValueError):
+            status, body = request(port, "GET", "/healthz", timeout=1.0)
+            if status == 200 and json.loads(body).get("subscribed", True):
                 return
         time.sleep(0.1)
     raise RuntimeError(f"relay did not answer on port {port}; see {VAR / 'relay.log'}")
+
+
+def wait_for_worker(log: Path) -> None:
+    """Wait until the Celery worker writing `log` says it is ready."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        with suppress(OSError):
+            if WORKER_READY in log.read_bytes():
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the worker did not get ready within {READY_TIMEOUT:g} s; see {log}")
 
 
 def render(result: PipelineResult) -> str:

@@ -37,6 +37,8 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     completed: int
+    # The measured window: the plan's, or shorter when a scripted client ran out of requests.
+    seconds: float
     errors: int
     failures: dict[str, int]
     stopped_clients: int
@@ -44,20 +46,30 @@ class Measurement:
     other_cpu_cores: float
 
     @classmethod
-    def of(cls, outcomes: Sequence[Outcome], seconds: float, before: CpuSample, after: CpuSample) -> Measurement:
-        """Merge the generators' outcomes, with the CPU used between two samples around the run."""
+    def of(
+        cls, outcomes: Sequence[Outcome], window: tuple[float, float], before: CpuSample, after: CpuSample
+    ) -> Measurement:
+        """Merge the generators' outcomes, with the CPU used between two samples around the run.
+
+        The window (wall clock) ends early when a scripted client ran out of requests: past
+        that, fewer clients than planned were sending.
+        """
+        begin, end = window
+        cut = min([end, *(o.exhausted_at for o in outcomes if o.exhausted_at is not None)])
+        seconds = max(0.0, cut - begin)
         server_cpu = after.workers - before.workers
         other_cpu = (after.machine - before.machine) - server_cpu - (after.children - before.children)
-        latencies = sorted(value for outcome in outcomes for value in outcome.latencies_ms)
+        latencies = sorted(value for outcome in outcomes for value in outcome.latencies_before(cut))
         failures: dict[str, int] = {}
         for outcome in outcomes:
             for reason, count in outcome.failures.items():
                 failures[reason] = failures.get(reason, 0) + count
         return cls(
-            rps=len(latencies) / seconds,
+            rps=len(latencies) / seconds if seconds else 0.0,
             p50_ms=percentile(latencies, 0.50),
             p99_ms=percentile(latencies, 0.99),
             completed=len(latencies),
+            seconds=round(seconds, 3),
             errors=sum(outcome.errors for outcome in outcomes),
             failures=failures,
             stopped_clients=sum(outcome.stopped_clients for outcome in outcomes),
@@ -71,6 +83,8 @@ class Comparison:
     endpoint: str
     bare: Measurement
     ingress: Measurement
+    # What the run needed beyond the table (scripted scenarios: the requests prepared).
+    note: str = ""
 
     @property
     def ratio(self) -> float:
@@ -161,7 +175,8 @@ def render(report: Report) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [table_row(c) for c in report.comparisons]
-    lines += ["", *failure_lines(report), *memory_lines(report), *target_lines(report), *cpu_lines(report)]
+    lines += ["", *note_lines(report), *failure_lines(report), *memory_lines(report), *target_lines(report)]
+    lines += cpu_lines(report)
     lines += config_lines(report)
     return "\n".join(lines)
 
@@ -172,6 +187,19 @@ def table_row(c: Comparison) -> str:
         f"| {c.bare.p50_ms:.1f} / {c.bare.p99_ms:.1f} | {c.ingress.p50_ms:.1f} / {c.ingress.p99_ms:.1f} "
         f"| {c.bare.errors} / {c.ingress.errors} | {c.bare.server_cpu_ms:.2f} / {c.ingress.server_cpu_ms:.2f} |"
     )
+
+
+def note_lines(report: Report) -> list[str]:
+    """The scripted scenarios: how many requests were prepared, and how long the window lasted."""
+    lines = []
+    for c in report.comparisons:
+        if not c.note:
+            continue
+        window = f"{c.ingress.seconds:.1f} s"
+        if c.ingress.seconds < report.config.seconds:
+            window += f" (of {report.config.seconds:g} s: it ends when the first client has sent its last request)"
+        lines.append(f"- {c.endpoint}: {c.note}; measured window {window}, {c.ingress.completed} answers in it")
+    return lines
 
 
 def failure_lines(report: Report) -> list[str]:

@@ -129,6 +129,10 @@ def ingress_env(base: Mapping[str, str], database_url: str, redis_url: str, conf
         "DEEPREF_VAR_DIR": str(VAR / "ingress"),
         "RATE_LIMIT_PER_MINUTE": UNLIMITED_RATE,
         "LOGIN_RATE_LIMIT_PER_MINUTE": UNLIMITED_RATE,
+        "REFEREE_RATE_LIMIT_PER_MINUTE": UNLIMITED_RATE,
+        # Links to referees are read back from the file outbox; verification is the local provider's.
+        "SMTP_URL": "",
+        "AI_PROVIDER": "local",
         "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS),
         "DB_POOL_SIZE": str(config.db_pool_size),
         # The access log stays on, as in production: its cost is part of what is measured.
@@ -239,24 +243,29 @@ def peak_rss_kb(pid: int) -> int:
 
 
 def request(
-    port: int, method: str, path: str, body: object = None, timeout: float = REQUEST_TIMEOUT
+    port: int,
+    method: str,
+    path: str,
+    body: object = None,
+    timeout: float = REQUEST_TIMEOUT,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body)
-        headers = {} if body is None else {"Content-Type": "application/json"}
-        connection.request(method, path, body=payload, headers=headers)
+        sent = {**({} if body is None else {"Content-Type": "application/json"}), **(headers or {})}
+        connection.request(method, path, body=payload, headers=sent)
         response = connection.getresponse()
         return response.status, response.read()
     finally:
         connection.close()
 
 
-def register_accounts(port: int, count: int) -> list[Account]:
-    """One account per virtual client, registered one after the other."""
+def register_accounts(port: int, count: int, prefix: str = "bench") -> list[Account]:
+    """`count` job seekers (one per virtual client, say), registered one after the other."""
     accounts = []
     for index in range(count):
-        body = {"email": f"bench-{index}@example.com", "password": PASSWORD, "role": "job_seeker", "name": "Bench"}
+        body = {"email": f"{prefix}-{index}@example.com", "password": PASSWORD, "role": "job_seeker", "name": "Bench"}
         status, payload = request(port, "POST", f"{API}/auth/register", body)
         if status != 201:
             raise RuntimeError(f"registration answered {status}: {payload[:300]!r}")

@@ -262,12 +262,10 @@ def test_operation_dead_alert_carries_ids_only():
 
 def test_registering_templates(monkeypatch):
     monkeypatch.setattr(templates, "TEMPLATES", dict(templates.TEMPLATES))
-    templates.register("reference_reminder", sms="$name, a reminder: $link")
-    assert (
-        templates.render("reference_reminder", Channel.SMS, {"name": "Ann", "link": "L"}).text == "Ann, a reminder: L"
-    )
+    templates.register("test_reminder", sms="$name, a reminder: $link")
+    assert templates.render("test_reminder", Channel.SMS, {"name": "Ann", "link": "L"}).text == "Ann, a reminder: L"
     with pytest.raises(ValueError, match="already registered"):
-        templates.register("reference_reminder", sms="again")
+        templates.register("test_reminder", sms="again")
     with pytest.raises(ValueError, match="needs an email or an SMS form"):
         templates.register("empty")
 

@@ -40,10 +40,10 @@ def answers_for(questionnaire: dict[str, Any], text: str = "") -> list[dict[str,
 
 
 def link_token(worker: Any, index: int = -1) -> str:
-    mail = mail_outbox(worker.var_dir)[index]
-    match = LINK.search(mail.get_body(("plain",)).get_content())
-    assert match is not None
-    return match.group(1)
+    """The token of the referee link in the newest (or `index`-th) mail that carries one."""
+    bodies = [mail.get_body(("plain",)).get_content() for mail in mail_outbox(worker.var_dir)]
+    tokens = [match.group(1) for body in bodies if (match := LINK.search(body))]
+    return tokens[index]
 
 
 def test_the_whole_workflow_from_request_to_an_employer_reading_it(client, worker, published, redis_client):
@@ -155,3 +155,158 @@ def test_refusals_when_requesting(client: falcon.testing.TestClient) -> None:
     eleventh = request_reference(client, candidate)
     assert eleventh.status_code == 422
     assert "10 requests awaiting an answer" in eleventh.json["message"]
+
+
+def test_request_validation_and_roles(client: falcon.testing.TestClient) -> None:
+    candidate = register(client)
+    employer = register(client, role="employer")
+    assert request_reference(client, employer).status_code == 404  # only candidates request references
+    refused = {
+        "consent withheld": {"consentToContact": False},
+        "channel twice": {"channels": ["email", "email"]},
+        "six questions": {"questions": [{"text": f"Question {n}?", "kind": "text"} for n in range(6)]},
+        "unknown relationship": {"relationship": "cousin"},
+        "unknown field": {"referee": "x"},
+        "bad phone": {"referrer": {"name": "A", "phone": "0123"}},
+    }
+    for case, overrides in refused.items():
+        result = request_reference(client, candidate, **overrides)
+        assert result.status_code == 422, case
+        assert result.json["details"], case
+
+
+def _sent_reference(client: Any, worker: Any, candidate: Account, **overrides: Any) -> tuple[str, str]:
+    accepted = request_reference(client, candidate, **overrides)
+    assert accepted.status_code == 202, accepted.text
+    worker.drain()
+    return accepted.json["reference"]["id"], link_token(worker)
+
+
+def test_referee_answers_are_validated(client, worker):
+    candidate = register(client)
+    _, token = _sent_reference(client, worker, candidate)
+    questionnaire = client.simulate_get(f"/api/v1/referee/{token}").json
+    answers = answers_for(questionnaire)
+    cases = {
+        "missing required": (answers[1:], "answers: question context is required"),
+        "unknown question": ([*answers, {"questionId": "nope", "text": "x"}], "answers.8.questionId: no such question"),
+        "answered twice": ([*answers, answers[0]], "answers.8.questionId: this question is answered twice"),
+        "rating out of range": (
+            [answers[0], {"questionId": "quality", "rating": 6}, *answers[2:]],
+            "answers.1.rating: give a rating from 1 to 5",
+        ),
+        "text for a rating": (
+            [answers[0], {"questionId": "quality", "text": "good"}, *answers[2:]],
+            "answers.1.text: a rating question takes a rating, not text",
+        ),
+        "rating for text": (
+            [{"questionId": "context", "rating": 3}, *answers[1:]],
+            "answers.0.rating: a text question takes text, not a rating",
+        ),
+        "empty text": ([{"questionId": "context", "text": ""}, *answers[1:]], "answers.0.text: give a written answer"),
+    }
+    for case, (given, message) in cases.items():
+        result = client.simulate_post(
+            f"/api/v1/referee/{token}/response", json={"answers": given, "consentToShare": True}
+        )
+        assert result.status_code == 422, case
+        assert result.json["message"].startswith(message), (case, result.json["message"])
+    no_consent = client.simulate_post(
+        f"/api/v1/referee/{token}/response", json={"answers": answers, "consentToShare": False}
+    )
+    assert no_consent.status_code == 422
+    assert no_consent.json["details"][0]["field"] == "consentToShare"
+    # Optional questions may be left out.
+    optional = [a for a in answers if a["questionId"] != "development"]
+    accepted = client.simulate_post(
+        f"/api/v1/referee/{token}/response", json={"answers": optional, "consentToShare": True}
+    )
+    assert accepted.status_code == 202, accepted.text
+
+
+def test_used_declined_revoked_expired_and_unknown_links(client, worker, connection):
+    from sqlalchemy import text
+
+    candidate = register(client)
+    answered_id, answered = _sent_reference(client, worker, candidate)
+    questionnaire = client.simulate_get(f"/api/v1/referee/{answered}").json
+    body = {"answers": answers_for(questionnaire), "consentToShare": True}
+    assert client.simulate_post(f"/api/v1/referee/{answered}/response", json=body).status_code == 202
+    again = client.simulate_post(f"/api/v1/referee/{answered}/response", json=body)
+    assert again.status_code == 409
+    assert again.json["message"] == "this reference was already answered; it cannot be answered again"
+    assert client.simulate_post(f"/api/v1/referee/{answered}/decline").status_code == 409
+
+    declined_id, declined = _sent_reference(client, worker, candidate, referrer={"name": "D", "email": "d@x.example"})
+    result = client.simulate_post(f"/api/v1/referee/{declined}/decline", json={"reason": "I never worked with them"})
+    assert result.status_code == 204
+    assert client.simulate_post(f"/api/v1/referee/{declined}/response", json=body).status_code == 409
+    worker.drain()
+    notice = mail_outbox(worker.var_dir)[-1]
+    assert notice["Subject"] == "D declined your reference request"
+    assert "Their reason: I never worked with them" in notice.get_body(("plain",)).get_content()
+    seen = client.simulate_get(f"/api/v1/references/{declined_id}", headers=candidate.auth).json
+    assert (seen["status"], seen["declineReason"]) == ("declined", "I never worked with them")
+
+    revoked_id, revoked = _sent_reference(client, worker, candidate, referrer={"name": "R", "email": "r@x.example"})
+    assert client.simulate_post(f"/api/v1/references/{revoked_id}/revoke", headers=candidate.auth).status_code == 200
+    twice = client.simulate_post(f"/api/v1/references/{revoked_id}/revoke", headers=candidate.auth)
+    assert twice.status_code == 409
+    assert twice.json["message"] == "this reference is revoked; it cannot become revoked"
+
+    expired_id, expired = _sent_reference(client, worker, candidate, referrer={"name": "E", "email": "e@x.example"})
+    connection.execute(
+        text("UPDATE \"references\" SET expires_at = now() - interval '1 second' WHERE id = :id"), {"id": expired_id}
+    )
+
+    not_found = {"statusCode": 404, "message": "this link is not valid: it may have expired or been withdrawn"}
+    for token in (answered, declined, revoked, expired, "A" * 43):
+        result = client.simulate_get(f"/api/v1/referee/{token}")
+        assert {k: result.json[k] for k in not_found} == not_found, token
+    for token in (revoked, expired, "A" * 43):
+        assert client.simulate_post(f"/api/v1/referee/{token}/response", json=body).status_code == 404
+        assert client.simulate_post(f"/api/v1/referee/{token}/decline").status_code == 404
+    assert answered_id
+
+
+def test_reminders_are_spaced_limited_and_carry_working_links(client, worker, connection):
+    from sqlalchemy import text
+
+    candidate = register(client)
+    accepted = request_reference(client, candidate)
+    reference_id = accepted.json["reference"]["id"]
+    early = client.simulate_post(f"/api/v1/references/{reference_id}/reminders", headers=candidate.auth)
+    assert early.status_code == 409  # not delivered yet
+    worker.drain()
+    first_link = link_token(worker)
+    reminded = client.simulate_post(f"/api/v1/references/{reference_id}/reminders", headers=candidate.auth)
+    assert reminded.status_code == 202, reminded.text
+    assert reminded.json["operation"]["kind"] == "reference.reminder"
+    assert reminded.json["reference"]["remindersSent"] == 1
+    worker.drain()
+    reminder = mail_outbox(worker.var_dir)[-1]
+    assert reminder["Subject"] == "Reminder: Test User is waiting for your reference"
+    second_link = link_token(worker)
+    assert second_link != first_link
+    for token in (first_link, second_link):
+        assert client.simulate_get(f"/api/v1/referee/{token}").status_code == 200
+
+    soon = client.simulate_post(f"/api/v1/references/{reference_id}/reminders", headers=candidate.auth)
+    assert soon.status_code == 429
+    assert 86000 < int(soon.headers["Retry-After"]) <= 86401
+    for _ in range(2):
+        connection.execute(
+            text("UPDATE \"references\" SET last_reminder_at = now() - interval '25 hours' WHERE id = :id"),
+            {"id": reference_id},
+        )
+        assert (
+            client.simulate_post(f"/api/v1/references/{reference_id}/reminders", headers=candidate.auth).status_code
+            == 202
+        )
+    connection.execute(
+        text("UPDATE \"references\" SET last_reminder_at = now() - interval '25 hours' WHERE id = :id"),
+        {"id": reference_id},
+    )
+    fourth = client.simulate_post(f"/api/v1/references/{reference_id}/reminders", headers=candidate.auth)
+    assert fourth.status_code == 409
+    assert fourth.json["message"] == "all 3 reminders have been sent for this reference"
