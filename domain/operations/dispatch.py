@@ -88,11 +88,13 @@ class Dispatcher:
     def _after_commit(self, session: Session) -> None:
         tasks: list[OutgoingTask] = session.info.pop(STAGED_TASKS, [])
         events: list[tuple[uuid.UUID, str, dict[str, Any]]] = session.info.pop(STAGED_EVENTS, [])
-        if tasks:
-            self.publish(tasks)
+        # Events first: once a task is out, its worker may publish a later state, which must
+        # not reach the client before the state this transaction committed.
         if self.events is not None:
             for user_id, name, data in events:
                 self.events.publish(user_id, name, data)
+        if tasks:
+            self.publish(tasks)
 
     def publish(self, tasks: list[OutgoingTask]) -> int:
         """Send `tasks` to the broker; return how many it took.

@@ -36,6 +36,7 @@ class RefereeQuestionnaireResource:
         tag=TAG,
         response=RefereeQuestionnaire,
         auth=False,
+        errors=(404,),
     )
     def on_get(self, req: ApiRequest, resp: falcon.Response, token: str) -> None:
         limit_link_and_client(req, resp, token)
@@ -58,7 +59,7 @@ class RefereeResponse:
         response=Accepted,
         status=202,
         auth=False,
-        errors=(409,),
+        errors=(404, 409),
     )
     def on_post(self, req: ApiRequest, resp: falcon.Response, token: str) -> None:
         limit_link_and_client(req, resp, token)
@@ -75,7 +76,7 @@ class RefereeDecline:
         tag=TAG,
         status=204,
         auth=False,
-        errors=(409,),
+        errors=(404, 409),
     )
     def on_post(self, req: ApiRequest, resp: falcon.Response, token: str) -> None:
         limit_link_and_client(req, resp, token)

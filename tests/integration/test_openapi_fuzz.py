@@ -104,12 +104,63 @@ class Actors:
     admin: Account  # calls the admin operations
     victim: Account  # a record for the admin to change
     operation_id: str  # one of the user's operations
+    references: FuzzReferences  # the user's references, an employer, a referee link
+
+
+@dataclass(frozen=True)
+class FuzzReferences:
+    awaiting_id: str  # delivered, waiting for the referee: remind, revoke
+    completed_id: str  # verified and shared with `employer_id`
+    employer_id: str
+    token: str  # the referee link of `awaiting_id`
+    answers: list[dict[str, Any]]  # a complete, valid answer to its questionnaire
+
+
+def make_references(database: Database, candidate: Account, employer: Account) -> FuzzReferences:
+    """References in the states the reference routes succeed on, made through the domain."""
+    from domain.core.crypto import hash_token, new_token
+    from domain.core.db import utcnow
+    from domain.references import service
+    from domain.references.lifecycle import Visitor
+    from domain.references.models import ReferenceLink, ReferenceShare, ReferenceStatus, Relationship
+    from domain.references.referee import questions_of
+    from domain.users.models import User
+
+    token = new_token()
+    with database.transaction() as session:
+        owner = session.get(User, uuid.UUID(candidate.id))
+        assert owner is not None
+        made = []
+        for name in ("Awaiting", "Completed"):
+            draft = service.ReferenceRequest(name, Relationship.PEER, referrer_email=f"{name.lower()}@x.example")
+            reference, _ = service.request_reference(
+                session, owner, draft, Visitor("203.0.113.9", "fuzz"), link_base=""
+            )
+            made.append(reference)
+        awaiting, completed = made
+        awaiting.status, awaiting.sent_at = ReferenceStatus.SENT, utcnow()
+        session.add(ReferenceLink(id=uuid.uuid4(), reference_id=awaiting.id, token_hash=hash_token(token)))
+        completed.status = ReferenceStatus.VERIFIED
+        session.add(ReferenceShare(id=uuid.uuid4(), reference_id=completed.id, employer_id=uuid.UUID(employer.id)))
+        questions = questions_of(awaiting)
+        answers = [
+            {"questionId": q.id, "rating": 4} if q.kind == "rating" else {"questionId": q.id, "text": "Solid."}
+            for q in questions
+        ]
+        return FuzzReferences(str(awaiting.id), str(completed.id), employer.id, token, answers)
 
 
 @pytest.fixture
 def fuzz_app(settings: Settings, database: Database, redis_client: redis.Redis, published: list[Any]) -> App:
     """The app of the `app` fixture, with rate limits the fuzzer cannot reach."""
-    relaxed = settings.model_copy(update={"rate_limit_per_minute": 100_000, "login_rate_limit_per_minute": 100_000})
+    unreachable = 100_000
+    relaxed = settings.model_copy(
+        update={
+            "rate_limit_per_minute": unreachable,
+            "login_rate_limit_per_minute": unreachable,
+            "referee_rate_limit_per_minute": unreachable,
+        }
+    )
     return create_app(relaxed, database=database, redis_client=redis_client, task_sender=published.append)
 
 
@@ -138,11 +189,13 @@ def actors(fuzz_app: App, settings: Settings, database: Database) -> Actors:
         admin=create_admin(client, settings, database),
         victim=register(client),
         operation_id=str(operation.id),
+        references=make_references(database, user, register(client, role="employer")),
     )
 
 
 def known_values(operation: Operation, actors: Actors) -> list[dict[str, Any]]:
     """Fixed request parts that get past "not found" and "bad credentials" to the successful responses."""
+    refs = actors.references
     new_account = {"email": f"new-{uuid.uuid4().hex[:12]}@example.com", "password": PASSWORD, "name": "New"}
     fixed: dict[str, list[dict[str, Any]]] = {
         "POST /api/v1/auth/register": [{"body": {**new_account, "role": "referrer"}}],
@@ -151,6 +204,20 @@ def known_values(operation: Operation, actors: Actors) -> list[dict[str, Any]]:
         "POST /api/v1/auth/logout": [{"body": {"refreshToken": actors.user.refresh_token}}],
         "GET /api/v1/operations/{operation_id}": [{"path_parameters": {"operation_id": actors.operation_id}}],
         "POST /api/v1/operations/{operation_id}/cancel": [{"path_parameters": {"operation_id": actors.operation_id}}],
+        "GET /api/v1/references/{reference_id}": [{"path_parameters": {"reference_id": refs.completed_id}}],
+        "POST /api/v1/references/{reference_id}/reminders": [{"path_parameters": {"reference_id": refs.awaiting_id}}],
+        "POST /api/v1/references/{reference_id}/revoke": [{"path_parameters": {"reference_id": refs.awaiting_id}}],
+        "POST /api/v1/references/{reference_id}/shares": [
+            {"path_parameters": {"reference_id": refs.completed_id}, "body": {"employerId": refs.employer_id}}
+        ],
+        "DELETE /api/v1/references/{reference_id}/shares/{employer_id}": [
+            {"path_parameters": {"reference_id": refs.completed_id, "employer_id": refs.employer_id}}
+        ],
+        "GET /api/v1/referee/{token}": [{"path_parameters": {"token": refs.token}}],
+        "POST /api/v1/referee/{token}/response": [
+            {"path_parameters": {"token": refs.token}, "body": {"answers": refs.answers, "consentToShare": True}}
+        ],
+        "POST /api/v1/referee/{token}/decline": [{"path_parameters": {"token": refs.token}}],
         "PATCH /api/v1/users/{user_id}": [
             {"path_parameters": {"user_id": actors.victim.id}},
             {"path_parameters": {"user_id": actors.admin.id}},
