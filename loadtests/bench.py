@@ -57,6 +57,7 @@ BENCH_REFERENCE_SAMPLES (200), BENCH_RELAY (1).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -71,7 +72,7 @@ from typing import Literal, NoReturn
 from domain.core.config import PROJECT_ROOT, Settings
 from loadtests import pipeline_bench, reference_bench, reference_pipeline, relay_bench
 from loadtests.bare_app import ECHO_PATH, HELLO_PATH
-from loadtests.loadgen import ClientSpec, Outcome, Plan
+from loadtests.loadgen import ClientSpec, Outcome, Plan, Step
 from loadtests.report import Comparison, Measurement, PeakMemory, Report, render, summarise_log, write_results
 from loadtests.servers import (
     API,
@@ -166,8 +167,15 @@ def client_specs(credentials: Credentials, accounts: Sequence[Account], admin_to
     return [ClientSpec() for _ in accounts]
 
 
-def run_load(server: Server, path: str, scenario: Scenario, specs: Sequence[ClientSpec], config: Config) -> Measurement:
-    """Run one measured load in `config.generators` processes sharing `specs`; merge their outcomes."""
+def run_load(
+    server: Server,
+    path: str,
+    scenario: Scenario,
+    specs: Sequence[ClientSpec],
+    config: Config,
+    steps: Sequence[Step] = (),
+) -> Measurement:
+    """Run one measured load in `config.generators` processes sharing `specs` (and `steps`); merge their outcomes."""
     start_at = time.time() + GENERATOR_STARTUP
     plans = [
         Plan(
@@ -176,6 +184,7 @@ def run_load(server: Server, path: str, scenario: Scenario, specs: Sequence[Clie
             path=path,
             chain_refresh=scenario.credentials == "refresh",
             clients=list(specs[index :: config.generators]),
+            steps=list(steps[index :: config.generators]),
             start_at=start_at,
             warmup=config.warmup,
             duration=config.seconds,
@@ -220,15 +229,25 @@ def compare(
     specs: Sequence[ClientSpec],
     config: Config,
     memory: PeakMemory,
+    steps: Sequence[Step] = (),
     note: str = "",
 ) -> Comparison:
-    """The scenario against both apps; the bare app gets each script's first request, repeated."""
+    """The scenario against both apps; with `steps`, the bare app gets client i repeating step i."""
     print(f"bench: {scenario.endpoint} ...", file=sys.stderr, flush=True)
-    bare_specs = [reference_bench.first_request(spec) for spec in specs]
-    bare_result = run_load(bare, scenario.bare_path, scenario, bare_specs, config)
-    ingress_result = run_load(ingress, scenario.ingress_path, scenario, specs, config)
+    bare_result = run_load(bare, scenario.bare_path, scenario, repeated(specs, steps), config)
+    ingress_result = run_load(ingress, scenario.ingress_path, scenario, specs, config, steps)
     memory.observe(ingress.worker_pids())
     return Comparison(scenario.endpoint, bare_result, ingress_result, note)
+
+
+def repeated(specs: Sequence[ClientSpec], steps: Sequence[Step]) -> list[ClientSpec]:
+    """The clients as they are, or with step i's headers and body as client i's fixed request."""
+    if not steps:
+        return list(specs)
+    return [
+        ClientSpec(headers={**spec.headers, **step.headers}, body=step.body)
+        for spec, step in zip(specs, itertools.cycle(steps), strict=False)
+    ]
 
 
 def reference_comparisons(
@@ -240,15 +259,16 @@ def reference_comparisons(
     memory: PeakMemory,
 ) -> list[Comparison]:
     """Candidates asking for references, then referees answering the links those requests sent."""
-    scripts = reference_bench.request_scripts(ingress.port, accounts, config.reference_requests)
-    prepared = sum(len(spec.steps) for spec in scripts)
-    note = f"{prepared} requests prepared ({prepared // len(scripts)} per client, 10 per candidate)"
-    requested = compare(REFERENCE_REQUEST, bare, ingress, scripts, config, memory, note)
+    script = reference_bench.request_script(ingress.port, accounts, config.reference_requests)
+    candidates = len(script.steps) // reference_bench.REQUESTS_PER_CANDIDATE
+    note = f"{len(script.steps)} requests prepared, each sent once ({candidates} candidates, 10 each)"
+    requested = compare(REFERENCE_REQUEST, bare, ingress, script.clients, config, memory, script.steps, note)
     print("bench: preparing referee links ...", file=sys.stderr, flush=True)
     links = reference_bench.prepare_links(env, ingress.port, config.referee_links)
-    note = f"{len(links)} links prepared and opened once, one submission each ({len(links) // len(accounts)} a client)"
-    scripts = reference_bench.referee_scripts(links, len(accounts))
-    return [requested, compare(REFEREE_RESPONSE, bare, ingress, scripts, config, memory, note)]
+    script = reference_bench.referee_script(links, len(accounts))
+    note = f"{len(links)} links prepared and opened once, each answered once"
+    answered = compare(REFEREE_RESPONSE, bare, ingress, script.clients, config, memory, script.steps, note)
+    return [requested, answered]
 
 
 # --- the run ----------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ A chained client (refresh-token rotation) sends the `refreshToken` of its previo
 the next body. Its first failure ends it: its token may have been spent, and a token used
 twice revokes the whole family, so every later request would fail as well.
 
-A scripted client (a spec with `steps`) sends each of its steps once, in order: requests that
-can be made only once, such as a referee's answer through a single-use link. When its steps
-run out it stops, and the outcome records when the first client ran out (`exhausted_at`) and
-when each measured answer completed, so the caller can end the window there, while every
-client was still sending.
+A scripted plan (one with `steps`) sends each step once, whichever client is free next takes
+the next one: requests that can be made only once, such as a referee's answer through a
+single-use link. A client that finds no step left stops; the outcome records when that first
+happened (`exhausted_at`) and when each measured answer completed, so the caller can end the
+window there, while every client was still sending.
 
 The outcome (counts and every measured latency) is printed as JSON on stdout.
 """
@@ -33,6 +33,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,11 +58,10 @@ class Step(BaseModel):
 
 
 class ClientSpec(BaseModel):
-    """One virtual client: its headers and (for POST) its first body, a JSON text; or its script."""
+    """One virtual client: its headers and (for POST) its first body, a JSON text."""
 
     headers: dict[str, str] = Field(default_factory=dict)
     body: str = ""
-    steps: list[Step] = Field(default_factory=list)
 
 
 class Plan(BaseModel):
@@ -70,6 +70,8 @@ class Plan(BaseModel):
     path: str
     chain_refresh: bool = False
     clients: list[ClientSpec]
+    # Shared by the clients, in order, each sent once (the step's headers added to the client's).
+    steps: list[Step] = Field(default_factory=list)
     start_at: float
     warmup: float
     duration: float
@@ -86,7 +88,7 @@ class Outcome(BaseModel):
     """`exchanges`: every answer or failure, warm-up included; `completed`: 2xx inside the window.
 
     Scripted plans only: `finished_at`, the wall-clock end of each measured exchange (in the
-    order of `latencies_ms`), and `exhausted_at`, when the first client had sent all its steps.
+    order of `latencies_ms`), and `exhausted_at`, when a client first found no step left.
     """
 
     exchanges: int = 0
@@ -158,12 +160,11 @@ def encode_request(plan: Plan, headers: dict[str, str], body: str, path: str = "
 class VirtualClient:
     """One keep-alive connection sending pre-encoded requests; answers parsed by geventhttpclient."""
 
-    def __init__(self, plan: Plan, spec: ClientSpec, tally: Tally) -> None:
+    def __init__(self, plan: Plan, spec: ClientSpec, tally: Tally, steps: Iterator[Step] | None = None) -> None:
         self.plan = plan
         self.headers = spec.headers
         self.request = encode_request(plan, spec.headers, spec.body)
-        # A script's requests are encoded as they come, so a client holds one at a time.
-        self.steps = iter(spec.steps) if spec.steps else None
+        self.steps = steps
         self.tally = tally
         self.sock: Any = None
 
@@ -201,7 +202,7 @@ class VirtualClient:
         return True
 
     def _next_step(self) -> bool:
-        """Load the script's next request; False when the script is done (always True without one)."""
+        """Take the plan's next step as the request; False when none is left (always True without steps)."""
         if self.steps is None:
             return True
         step = next(self.steps, None)
@@ -241,8 +242,10 @@ def run_plan(plan: Plan) -> Outcome:
     delay = plan.start_at - time.time()
     if delay > MAX_START_DELAY:
         raise ValueError(f"start_at is {delay:.0f} s away; at most {MAX_START_DELAY:.0f} s is allowed")
-    tally = Tally(timestamps=any(spec.steps for spec in plan.clients))
-    clients = [VirtualClient(plan, spec, tally) for spec in plan.clients]
+    tally = Tally(timestamps=bool(plan.steps))
+    # One iterator for all clients: greenlets take turns, so no step is sent twice.
+    steps = iter(plan.steps) if plan.steps else None
+    clients = [VirtualClient(plan, spec, tally, steps) for spec in plan.clients]
     gevent.sleep(max(0.0, delay))
     greenlets = [gevent.spawn(client.run) for client in clients]
     gevent.joinall(greenlets, timeout=max(0.0, plan.window[1] - time.time()) + plan.timeout + 1)

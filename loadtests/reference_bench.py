@@ -1,22 +1,23 @@
 """`make bench`: what the reference workflow's two requests need before they can be loaded.
 
 POST /api/v1/references
-    A candidate may have at most REQUESTS_PER_CANDIDATE requests awaiting an answer, and one
-    candidate's requests are serialised by the server, so each virtual client runs a script
-    (loadtests.loadgen `steps`) through candidates of its own: ten requests each, each to a
-    referrer address of its own. BENCH_REFERENCE_REQUESTS of them are prepared (rounded up to
-    whole candidates per client); the clients' own accounts are the first candidates, the
-    others are registered before the load.
+    A candidate may have at most REQUESTS_PER_CANDIDATE requests awaiting an answer, so the
+    clients share a script (loadtests.loadgen `steps`, each sent once) of BENCH_REFERENCE_REQUESTS
+    requests (rounded up to whole candidates), ten per candidate, each to a referrer address of
+    its own. The script goes round the candidates (at least one per client), so no two requests of
+    one candidate are in flight together: the server serialises a candidate's requests, and
+    candidates do not send theirs in parallel. The clients' own accounts are the first
+    candidates, the others are registered before the load.
 POST /api/v1/referee/{token}/response
     A link works once, and its token exists only in the message sent to the referee. So before
     the window: an `email` worker delivers the links of the references the previous scenario
     created (more are requested when they are too few) to the file outbox,
     <DEEPREF_VAR_DIR>/mail; the tokens are read back from the .eml files; each link is opened
-    once (GET, as a referee would) to learn its questions; the worker is stopped. Each client
-    then submits its share of BENCH_REFEREE_LINKS links, one submission per link, each from a
-    referee address of its own (X-Forwarded-For).
+    once (GET, as a referee would) to learn its questions; the worker is stopped. The clients
+    then share BENCH_REFEREE_LINKS links, one submission per link, each from a referee address
+    of its own (X-Forwarded-For).
 
-The bare app gets each script's first request (headers and body), repeated, at POST /echo.
+The bare app gets the same headers and bodies, client i repeating step i, at POST /echo.
 Also used by loadtests/reference_pipeline.py to prepare its links.
 """
 
@@ -27,6 +28,7 @@ import math
 import random
 import re
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +64,14 @@ ANSWER_WORDS = 24
 
 
 @dataclass(frozen=True)
+class Script:
+    """A scenario of requests made once: the clients' own headers, and the steps they share."""
+
+    clients: list[ClientSpec]
+    steps: list[Step]
+
+
+@dataclass(frozen=True)
 class Link:
     """A referee link ready to be answered: its token and the body answering every question."""
 
@@ -85,32 +95,20 @@ def request_body(referrer_email: str) -> str:
     return json.dumps({"referrer": {"name": "Bench Referee", "email": referrer_email}, "relationship": "manager"})
 
 
-def request_scripts(port: int, accounts: Sequence[Account], total: int) -> list[ClientSpec]:
-    """One script per account (virtual client): about `total` requests in all, spread over enough candidates."""
-    clients = len(accounts)
-    per_client = max(1, math.ceil(total / (REQUESTS_PER_CANDIDATE * clients)))
-    candidates = [*accounts, *register_accounts(port, clients * (per_client - 1), prefix="candidate")]
-    scripts = []
-    for client in range(clients):
-        steps = [
-            Step(
-                path=REFERENCES,
-                body=request_body(f"{LOAD_PREFIX}{number}-{n}@{REFERRER_DOMAIN}"),
-                headers={"Authorization": f"Bearer {candidates[number].access_token}"},
-            )
-            for number in range(client, len(candidates), clients)
-            for n in range(REQUESTS_PER_CANDIDATE)
-        ]
-        scripts.append(ClientSpec(headers=JSON, steps=steps))
-    return scripts
-
-
-def first_request(spec: ClientSpec) -> ClientSpec:
-    """The script's first request as a fixed one (what the bare app gets, repeated)."""
-    if not spec.steps:
-        return spec
-    step = spec.steps[0]
-    return ClientSpec(headers={**spec.headers, **step.headers}, body=step.body)
+def request_script(port: int, accounts: Sequence[Account], total: int) -> Script:
+    """About `total` requests for the clients `accounts` (one each) to share, going round the candidates."""
+    count = max(len(accounts), math.ceil(total / REQUESTS_PER_CANDIDATE))
+    candidates = [*accounts, *register_accounts(port, count - len(accounts), prefix="candidate")]
+    steps = [
+        Step(
+            path=REFERENCES,
+            body=request_body(f"{LOAD_PREFIX}{number}-{n}@{REFERRER_DOMAIN}"),
+            headers={"Authorization": f"Bearer {candidate.access_token}"},
+        )
+        for n in range(REQUESTS_PER_CANDIDATE)
+        for number, candidate in enumerate(candidates)
+    ]
+    return Script([ClientSpec(headers=JSON) for _ in accounts], steps)
 
 
 def create_references(port: int, candidates: Sequence[Account], prefix: str) -> list[Created]:
@@ -183,8 +181,9 @@ def prepare_links(env: Mapping[str, str], port: int, count: int) -> list[Link]:
     """`count` links of references awaiting their referee, opened once (see the module's docstring)."""
     client = broker(env)
     clear_outbox(env)
-    with background("worker-email", worker_command("email"), env):
-        wait_for_worker(VAR / "worker-email.log")
+    started = time.monotonic()
+    with background("worker-email-links", worker_command("email"), env):
+        wait_for_worker(VAR / "worker-email-links.log")
         drain(client, "email")
         tokens = list(read_links(outbox(env), LOAD_PREFIX).values())
         if len(tokens) < count:
@@ -192,7 +191,15 @@ def prepare_links(env: Mapping[str, str], port: int, count: int) -> list[Link]:
             create_references(port, register_accounts(port, more, prefix="topup"), f"{LOAD_PREFIX}topup-")
             drain(client, "email")
             tokens = list(read_links(outbox(env), LOAD_PREFIX).values())
-    return open_links(port, tokens[:count])
+    delivered = time.monotonic()
+    links = open_links(port, tokens[:count])
+    print(
+        f"bench: {len(tokens)} links delivered in {delivered - started:.0f} s, {len(links)} opened in "
+        f"{time.monotonic() - delivered:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return links
 
 
 def open_links(port: int, tokens: Sequence[str], seed: int = 0) -> list[Link]:
@@ -229,20 +236,14 @@ def submission_body(questionnaire: dict[str, Any], rng: random.Random) -> str:
 # --- POST /referee/{token}/response -----------------------------------------------------------
 
 
-def referee_scripts(links: Sequence[Link], clients: int) -> list[ClientSpec]:
-    """Each client's share of the links, each submitted once from its referee's address."""
-    return [
-        ClientSpec(
-            headers=JSON,
-            steps=[
-                Step(
-                    path=f"{API}/referee/{link.token}/response",
-                    body=link.body,
-                    headers={"X-Forwarded-For": referee_headers(number)["X-Forwarded-For"]},
-                )
-                for number, link in enumerate(links)
-                if number % clients == client
-            ],
+def referee_script(links: Sequence[Link], clients: int) -> Script:
+    """The links for `clients` clients to share, each submitted once from its referee's address."""
+    steps = [
+        Step(
+            path=f"{API}/referee/{link.token}/response",
+            body=link.body,
+            headers={"X-Forwarded-For": referee_headers(number)["X-Forwarded-For"]},
         )
-        for client in range(clients)
+        for number, link in enumerate(links)
     ]
+    return Script([ClientSpec(headers=JSON) for _ in range(clients)], steps)

@@ -197,7 +197,7 @@ def note_lines(report: Report) -> list[str]:
             continue
         window = f"{c.ingress.seconds:.1f} s"
         if c.ingress.seconds < report.config.seconds:
-            window += f" (of {report.config.seconds:g} s: it ends when the first client has sent its last request)"
+            window += f" (of {report.config.seconds:g} s: it ends when the prepared requests run out)"
         lines.append(f"- {c.endpoint}: {c.note}; measured window {window}, {c.ingress.completed} answers in it")
     return lines
 

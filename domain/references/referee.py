@@ -133,13 +133,19 @@ def _expired(reference: Reference) -> bool:
 
 
 def _remember(reference: Reference, visitor: Visitor, **extra: Any) -> None:
-    """Keep what the server saw of the referee (sealed), for the fraud signals."""
+    """Keep what the server saw of the referee (sealed), for the fraud signals.
+
+    Rewritten only when there is something new: a repeated visit costs no write.
+    """
     seen = dict(reference.referee or {"visits": []})
     visits: list[dict[str, str]] = list(seen["visits"])
     known = {(v["ip"], v["userAgent"]) for v in visits}
-    if (visitor.ip, visitor.user_agent) not in known and len(visits) < MAX_VISITS:
+    additions = {k: v for k, v in extra.items() if v is not None}
+    new_visitor = (visitor.ip, visitor.user_agent) not in known and len(visits) < MAX_VISITS
+    if new_visitor:
         visits.append(visitor.seen(utcnow()))
-    reference.referee = {**seen, "visits": visits, **{k: v for k, v in extra.items() if v is not None}}
+    if new_visitor or additions:
+        reference.referee = {**seen, "visits": visits, **additions}
 
 
 def _check_answers(questions: list[Question], answers: list[AnswerInput]) -> None:

@@ -163,9 +163,11 @@ def send_reminder(session: Session, candidate: User, reference_id: uuid.UUID, *,
         raise Conflict(
             f"this reference is {reference.status.value}; only a delivered request awaiting its answer can be reminded"
         )
+    now = utcnow()
+    if reference.expires_at <= now:
+        raise Conflict("this request has expired; its link no longer works")
     if reference.reminders_sent >= MAX_REMINDERS:
         raise Conflict(f"all {MAX_REMINDERS} reminders have been sent for this reference")
-    now = utcnow()
     if reference.last_reminder_at is not None and reference.last_reminder_at > now - REMINDER_INTERVAL:
         wait = int((reference.last_reminder_at + REMINDER_INTERVAL - now).total_seconds()) + 1
         raise RateLimited(f"a reminder was sent less than 24 hours ago; try again in {wait} s", retry_after=wait)

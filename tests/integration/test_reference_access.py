@@ -298,3 +298,44 @@ def test_referee_links_are_rate_limited_per_link_and_per_client(client, worker, 
     others = [client.simulate_get(f"/api/v1/referee/{n:043d}") for n in range(per_link)]
     assert {a.status_code for a in others} == {404}
     assert client.simulate_get("/api/v1/referee/" + "C" * 43).status_code == 429
+
+
+def test_revoking_before_delivery_or_verification_stops_them(client, worker, connection):
+    candidate = register(client)
+    accepted = request_reference(client, candidate)
+    reference_id = accepted.json["reference"]["id"]
+    assert client.simulate_post(f"/api/v1/references/{reference_id}/revoke", headers=candidate.auth).status_code == 200
+    worker.drain()
+    assert mail_outbox(worker.var_dir) == []  # the link of a withdrawn request is not sent
+    delivery = client.simulate_get(f"/api/v1/operations/{accepted.json['operation']['id']}", headers=candidate.auth)
+    assert delivery.json["status"] == "failed"
+    assert delivery.json["error"]["message"] == "this reference is revoked; its link is no longer sent"
+
+    accepted = request_reference(client, candidate, referrer={"name": "V", "email": "v@x.example"})
+    reference_id = accepted.json["reference"]["id"]
+    worker.drain()
+    submitted = _submit(client, link_token(worker))
+    assert client.simulate_post(f"/api/v1/references/{reference_id}/revoke", headers=candidate.auth).status_code == 200
+    worker.drain()
+    verify = client.simulate_get(f"/api/v1/operations/{submitted.json['operation']['id']}", headers=candidate.auth)
+    assert verify.json["status"] == "failed"
+    assert verify.json["error"]["message"] == "this reference is revoked; only a submitted reference is verified"
+    shown = client.simulate_get(f"/api/v1/references/{reference_id}", headers=candidate.auth).json
+    assert (shown["status"], shown["verification"]) == ("revoked", None)
+
+
+def test_beat_task_sweeps_references(client, worker, connection):
+    from beat.tasks import sweep_references
+
+    candidate = register(client)
+    request_reference(client, candidate)
+    worker.drain()
+    connection.execute(
+        text("""UPDATE "references" SET created_at = now() - interval '4 days' WHERE candidate_id = :id"""),
+        {"id": candidate.id},
+    )
+    assert sweep_references.apply().get() == {"reminded": 1, "expired": 0}
+    connection.execute(
+        text("""UPDATE "references" SET expires_at = now() WHERE candidate_id = :id"""), {"id": candidate.id}
+    )
+    assert sweep_references.apply().get() == {"reminded": 0, "expired": 1}

@@ -228,7 +228,7 @@ def test_used_declined_revoked_expired_and_unknown_links(client, worker, connect
     from sqlalchemy import text
 
     candidate = register(client)
-    answered_id, answered = _sent_reference(client, worker, candidate)
+    _, answered = _sent_reference(client, worker, candidate)
     questionnaire = client.simulate_get(f"/api/v1/referee/{answered}").json
     body = {"answers": answers_for(questionnaire), "consentToShare": True}
     assert client.simulate_post(f"/api/v1/referee/{answered}/response", json=body).status_code == 202
@@ -266,7 +266,8 @@ def test_used_declined_revoked_expired_and_unknown_links(client, worker, connect
     for token in (revoked, expired, "A" * 43):
         assert client.simulate_post(f"/api/v1/referee/{token}/response", json=body).status_code == 404
         assert client.simulate_post(f"/api/v1/referee/{token}/decline").status_code == 404
-    assert answered_id
+    late = client.simulate_post(f"/api/v1/references/{expired_id}/reminders", headers=candidate.auth)
+    assert (late.status_code, late.json["message"]) == (409, "this request has expired; its link no longer works")
 
 
 def test_reminders_are_spaced_limited_and_carry_working_links(client, worker, connection):
