@@ -7,12 +7,13 @@ itself, and gives up quickly when the server is unreachable so callers can answe
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, text
+from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engine, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from domain.core.config import Settings
@@ -33,6 +34,11 @@ STATEMENT_TIMEOUT_MS = 10_000
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+def pg_enum(kind: type[enum.Enum], name: str) -> Enum:
+    """A PostgreSQL enum type named `name` holding the members' values (not their names)."""
+    return Enum(kind, name=name, values_callable=lambda members: [m.value for m in members])
 
 
 def utcnow() -> datetime:

@@ -7,10 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from domain.core.db import Base, utcnow
+from domain.core.db import Base, pg_enum, utcnow
 from domain.core.encrypted import Ciphertext, encrypted_text
 from domain.operations.models import Operation
 from domain.users.models import User
@@ -25,10 +25,6 @@ class NotificationStatus(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
-
-
-def _enum(kind: type[enum.Enum], name: str) -> Enum:
-    return Enum(kind, name=name, values_callable=lambda members: [m.value for m in members])
 
 
 class Notification(Base):
@@ -47,10 +43,10 @@ class Notification(Base):
     operation_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("operations.id", ondelete="SET NULL"), unique=True
     )
-    channel: Mapped[Channel] = mapped_column(_enum(Channel, "notification_channel"))
+    channel: Mapped[Channel] = mapped_column(pg_enum(Channel, "notification_channel"))
     template: Mapped[str] = mapped_column(String(64))
     status: Mapped[NotificationStatus] = mapped_column(
-        _enum(NotificationStatus, "notification_status"), default=NotificationStatus.PENDING
+        pg_enum(NotificationStatus, "notification_status"), default=NotificationStatus.PENDING
     )
     recipient_ciphertext: Mapped[bytes] = mapped_column("recipient", Ciphertext)
     subject_ciphertext: Mapped[bytes | None] = mapped_column("subject", Ciphertext)

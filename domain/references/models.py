@@ -12,11 +12,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from domain.core.db import Base, utcnow
+from domain.core.db import Base, pg_enum, utcnow
 from domain.core.encrypted import Ciphertext, encrypted_json
 from domain.users.models import User
 
@@ -47,10 +47,6 @@ class Relationship(enum.StrEnum):
     ACADEMIC = "academic"
 
 
-def _enum(kind: type[enum.Enum], name: str) -> Enum:
-    return Enum(kind, name=name, values_callable=lambda members: [m.value for m in members])
-
-
 class Reference(Base):
     """One request to one referrer, and everything that came of it."""
 
@@ -58,8 +54,8 @@ class Reference(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     candidate_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    status: Mapped[ReferenceStatus] = mapped_column(_enum(ReferenceStatus, "reference_status"))
-    relation: Mapped[Relationship] = mapped_column("relationship", _enum(Relationship, "reference_relationship"))
+    status: Mapped[ReferenceStatus] = mapped_column(pg_enum(ReferenceStatus, "reference_status"))
+    relation: Mapped[Relationship] = mapped_column("relationship", pg_enum(Relationship, "reference_relationship"))
     # The job posting this reference is for; checked against postings once they exist.
     job_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     questionnaire: Mapped[str] = mapped_column(String(32))

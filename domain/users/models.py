@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.core.crypto import DecryptionError
-from domain.core.db import Base, utcnow
+from domain.core.db import Base, pg_enum, utcnow
 from domain.core.encrypted import Ciphertext, current_keyring, encrypted_json, encrypted_text
 
 
@@ -31,10 +31,6 @@ class UserStatus(enum.StrEnum):
 SELF_SERVICE_ROLES = (Role.JOB_SEEKER, Role.EMPLOYER, Role.REFERRER)
 
 
-def _enum(kind: type[enum.Enum], name: str) -> Enum:
-    return Enum(kind, name=name, values_callable=lambda members: [m.value for m in members])
-
-
 class DataKeyShredded(DecryptionError):
     """The user's data key was destroyed: their encrypted data is gone for good."""
 
@@ -51,8 +47,10 @@ class User(Base):
     mfa_secret_ciphertext: Mapped[bytes | None] = mapped_column("mfa_secret", Ciphertext)
     wrapped_data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     password_hash: Mapped[str] = mapped_column(String(100))
-    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"), index=True)
-    status: Mapped[UserStatus] = mapped_column(_enum(UserStatus, "user_status"), default=UserStatus.ACTIVE, index=True)
+    role: Mapped[Role] = mapped_column(pg_enum(Role, "user_role"), index=True)
+    status: Mapped[UserStatus] = mapped_column(
+        pg_enum(UserStatus, "user_status"), default=UserStatus.ACTIVE, index=True
+    )
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     phone_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
