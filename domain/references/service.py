@@ -1,4 +1,4 @@
-"""What a candidate does with references: request, follow, remind, revoke, share.
+"""What a candidate does with references: request, follow, remind, revoke (sharing: sharing.py).
 
 And what others may see of them: an employer reads only what was shared with them, a
 registered referrer lists the requests addressed to their verified email address.
@@ -64,8 +64,9 @@ def request_reference(
     user agent). Raises InvalidInput for the referrer being the candidate, a channel without
     its contact, or more than MAX_OPEN_REQUESTS awaiting an answer. Audited.
     """
-    # One request at a time per candidate, so the open-request limit holds under concurrency.
-    session.execute(select(User.id).where(User.id == candidate.id).with_for_update())
+    # One request at a time per candidate, so the open-request limit holds under concurrency
+    # (NO KEY UPDATE: rows that merely reference the user are not held up).
+    session.execute(select(User.id).where(User.id == candidate.id).with_for_update(key_share=True))
     email, phone, channels = _contacts(candidate, draft)
     _check_open_requests(session, candidate)
     questionnaire, questions = questions_for(draft.relationship, draft.custom_questions)
