@@ -218,6 +218,8 @@ class ReferenceOut(ResponseModel):
                 data.pop(name, None)
         if data["referrer"].get("email") is None and data["referrer"].get("phone") is None:
             data["referrer"] = {"name": data["referrer"]["name"]}
+        if data["answers"] is not None:  # each answer carries its rating or its text, not both
+            data["answers"] = [{k: v for k, v in answer.items() if v is not None} for answer in data["answers"]]
         return data
 
 
