@@ -7,9 +7,9 @@ What is measured
     /api/v1/references (candidates asking for references) and POST /api/v1/referee/{token}/response
     (referees answering, one submission per link), the requests/s and the p50/p99 latency of the
     real ingress, each beside the same traffic against `loadtests.bare_app` (GET /hello, POST
-    /echo with the same headers and body). Both apps are
-    served the same way in the same run: gunicorn with ingress/gunicorn.conf.py, so the same
-    gevent worker class, worker count and keep-alive. The key figure is the ratio
+    /echo with the same headers and body). Both apps are served the same way in the same run:
+    gunicorn with ingress/gunicorn.conf.py, so the same gevent worker class, worker count and
+    keep-alive. The key figure is the ratio
     ingress rps / bare rps: the share of the framework's own throughput the ingress keeps once
     its middleware, access log, PostgreSQL and Redis work are added. Targets: GET /users/me
     keeps >= 30 % of bare throughput; p99 < 100 ms at 100 concurrent connections.
@@ -32,15 +32,17 @@ How
     limiter still makes its Redis round trip on every request but never refuses one.
     The two reference scenarios send requests that can be made only once (a candidate may have
     ten requests awaiting an answer; a link is answered once), so they are prepared before the
-    load and each client sends its own share once (loadtests/reference_bench.py): their window
-    ends early when a client has sent its last one, and the count prepared is printed.
+    load and the clients share them, each sent once (loadtests/reference_bench.py): the window
+    ends early if they run out, and the count prepared is printed.
     PostgreSQL and Redis are DATABASE_URL / REDIS_URL when set (the database `deepref_bench` is
-    dropped and created again on that server; Redis keys are the limiter's, which expire within
-    a minute); when unset, embedded servers under var/bench are started and stopped again.
+    dropped and created again on that server; in Redis, the limiter's keys expire within a
+    minute, the bench's queues are emptied before the farm runs); when unset, embedded servers
+    under var/bench are started and stopped again.
 
     Then the worker farm: accept-to-event latency through ingress, broker, one worker and the
     relay (loadtests/pipeline_bench.py), a referee's answer to its verification event over SSE
-    (loadtests/reference_pipeline.py), and the relay holding 5,000 streams
+    (loadtests/reference_pipeline.py; its links are prepared and opened before the throughput
+    runs, so that they are answered as late as a referee would), and the relay holding 5,000 streams
     (loadtests/relay_bench.py; BENCH_RELAY=0 skips it).
 
 Output
@@ -297,6 +299,9 @@ def run(config: Config, env: Mapping[str, str]) -> tuple[Report, Farm]:
             memory.idle_kb = max(memory.peaks_kb.values(), default=0)
             accounts = register_accounts(ingress.port, config.concurrency)
             admin_token = pipeline_bench.create_admin(server_env, ingress.port)
+            # Opened now, the links have been open as long as a referee takes by the time they are answered.
+            print("bench: preparing the referee links of the farm run ...", file=sys.stderr, flush=True)
+            farm_links = reference_pipeline.prepare(server_env, ingress.port)
             comparisons = [
                 compare(s, bare, ingress, client_specs(s.credentials, accounts, admin_token), config, memory)
                 for s in SCENARIOS
@@ -305,7 +310,7 @@ def run(config: Config, env: Mapping[str, str]) -> tuple[Report, Farm]:
             print("bench: accept-to-event latency ...", file=sys.stderr, flush=True)
             pipeline = pipeline_bench.measure(server_env, ingress.port, admin_token)
             print("bench: referee answer to verification event ...", file=sys.stderr, flush=True)
-            references = reference_pipeline.measure(server_env, ingress.port)
+            references = reference_pipeline.measure(server_env, ingress.port, farm_links)
     report = Report(
         config=config,
         comparisons=comparisons,

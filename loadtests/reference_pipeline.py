@@ -6,13 +6,14 @@ candidate's SSE stream from the relay carries `reference.updated` with status `v
 `flagged`, the local AI provider having verified it on the `ai` queue. Also timed: the 202
 alone. Target: p99 < 200 ms.
 
-Runs against the ingress loadtests/bench.py runs, with the relay and the `ai`, `email` and
-`audit` workers (the pools `deepref run` gives them) started here; their queues are emptied
-first of what the throughput runs left. Before the samples: candidates with ten references
-each, their links read back from the file outbox and opened once, one SSE stream per
-candidate. The referee answers from an address and browser other than the candidate's, with
-answers of their own, but within a second of opening the link, so the `fast_submission`
-signal flags every reference: `flagged` is the outcome, after the same work as `verified`.
+`prepare`, early in the run: candidates with ten references each, their links delivered by
+an `email` worker to the file outbox, read back and opened once. `measure`, after the
+throughput runs: the relay and the `ai`, `email` and `audit` workers (the pools `deepref run`
+gives them) against the ingress loadtests/bench.py runs, their queues emptied first of what
+the throughput runs left, one SSE stream per candidate. Each referee answers from an address
+and browser other than the candidate's, with written answers of their own, and (thanks to
+the throughput runs in between) long enough after opening the link: nothing suspicious, so
+the references come out `verified`; the fraud signals raised are counted and printed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import http.client
 import json
 import math
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +50,7 @@ WARMUP_SAMPLES = 5
 TARGET_P99_MS = 200.0
 WORKERS = ("ai", "email", "audit")
 OUTCOMES = ("verified", "flagged")
-PREFIX = "pipeline-"
+PREFIX = "pipeline-referee-"
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,67 @@ class Sample:
     candidate: int
 
 
-def measure(env: Mapping[str, str], ingress_port: int, samples: int = SAMPLES) -> SubmissionResult:
-    """Time `samples` submissions one after the other (plus the warm-up), workers and relay running."""
-    client = prep.broker(env)
-    client.delete(*WORKERS)
-    prep.clear_outbox(env)
+@dataclass(frozen=True)
+class Prepared:
+    """The candidates and their opened links; answers sent after `plausible_at` (monotonic) look human."""
+
+    candidates: list[Account]
+    samples: list[Sample]
+    plausible_at: float
+
+
+def prepare(env: Mapping[str, str], port: int, samples: int = SAMPLES) -> Prepared:
+    """Candidates with ten references each, their links delivered by an `email` worker and opened once.
+
+    Called early in the run, so that by the time of `measure` the links have been open as long as
+    a referee takes to answer, and the references come out `verified`.
+    """
     total = samples + WARMUP_SAMPLES
-    candidates = register_accounts(ingress_port, math.ceil(total / prep.REQUESTS_PER_CANDIDATE), prefix="pipeline")
+    candidates = register_accounts(port, math.ceil(total / prep.REQUESTS_PER_CANDIDATE), prefix="pipeline")
+    prep.clear_outbox(env)
+    with background("worker-email-pipeline", worker_command("email"), env):
+        wait_for_worker(VAR / "worker-email-pipeline.log")
+        created = prep.create_references(port, candidates, PREFIX)[:total]
+        prep.drain(prep.broker(env), "email")
+    by_recipient = prep.read_links(prep.outbox(env), PREFIX)
+    delivered = [c for c in created if c.referrer_email in by_recipient]
+    if len(delivered) < len(created):
+        raise RuntimeError(f"only {len(delivered)} of {len(created)} links reached the outbox")
+    links = prep.open_links(port, [by_recipient[c.referrer_email] for c in delivered], seed=1_000_000)
+    plausible_at = time.monotonic() + max(map(reading_seconds, links), default=0.0)
+    return Prepared(
+        candidates,
+        [Sample(k, c.reference_id, c.candidate) for k, c in zip(links, delivered, strict=True)],
+        plausible_at,
+    )
+
+
+def reading_seconds(link: prep.Link) -> float:
+    """How long after opening the server finds an answer plausible (domain/references/signals.py).
+
+    At least 30 s, else 5 s a question and 20 s a written answer; sooner raises the
+    `fast_submission` signal, a strong one (the reference is flagged) under half that.
+    """
+    answers = json.loads(link.body)["answers"]
+    written = sum(1 for answer in answers if "text" in answer)
+    return max(30.0, 5.0 * len(answers) + 20.0 * written) + 1.0
+
+
+def measure(env: Mapping[str, str], ingress_port: int, prepared: Prepared) -> SubmissionResult:
+    """Time the prepared submissions one after the other (the first few unmeasured), workers and relay running."""
+    # What the throughput runs queued would keep the workers busy: start from empty queues.
+    prep.broker(env).delete(*WORKERS)
+    wait = prepared.plausible_at - time.monotonic()
+    if wait > 0:
+        print(
+            f"bench: waiting {wait:.0f} s for the links to have been open as long as a referee takes", file=sys.stderr
+        )
+        time.sleep(wait)
     relay_port = free_port()
     with farm(env, relay_port):
-        prepared = prepare(env, ingress_port, candidates)[:total]
-        with streams(relay_port, candidates) as opened:
-            result = submit_all(ingress_port, prepared, opened)
-        signals = signals_seen(ingress_port, prepared[WARMUP_SAMPLES:], candidates)
+        with streams(relay_port, prepared.candidates) as opened:
+            result = submit_all(ingress_port, prepared.samples, opened)
+        signals = signals_seen(ingress_port, prepared.samples[WARMUP_SAMPLES:], prepared.candidates)
     return SubmissionResult(**result, signals=signals)
 
 
@@ -97,18 +147,6 @@ def farm(env: Mapping[str, str], relay_port: int) -> Iterator[None]:
         for queue in WORKERS:
             wait_for_worker(VAR / f"worker-{queue}.log")
         yield
-
-
-def prepare(env: Mapping[str, str], port: int, candidates: Sequence[Account]) -> list[Sample]:
-    """Request the references, wait for their links in the outbox, open each once."""
-    created = prep.create_references(port, candidates, PREFIX)
-    prep.drain(prep.broker(env), "email")
-    by_recipient = prep.read_links(prep.outbox(env), PREFIX)
-    delivered = [c for c in created if c.referrer_email in by_recipient]
-    if len(delivered) < len(created):
-        raise RuntimeError(f"only {len(delivered)} of {len(created)} links reached the outbox")
-    links = prep.open_links(port, [by_recipient[c.referrer_email] for c in delivered], seed=1_000_000)
-    return [Sample(link, c.reference_id, c.candidate) for link, c in zip(links, delivered, strict=True)]
 
 
 @contextmanager

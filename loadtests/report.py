@@ -37,7 +37,7 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     completed: int
-    # The measured window: the plan's, or shorter when a scripted client ran out of requests.
+    # The measured window: the plan's, or shorter when a scripted plan's steps ran out.
     seconds: float
     errors: int
     failures: dict[str, int]
@@ -51,8 +51,8 @@ class Measurement:
     ) -> Measurement:
         """Merge the generators' outcomes, with the CPU used between two samples around the run.
 
-        The window (wall clock) ends early when a scripted client ran out of requests: past
-        that, fewer clients than planned were sending.
+        The window (wall clock) ends early when a scripted plan's steps ran out: past that,
+        fewer clients than planned were sending.
         """
         begin, end = window
         cut = min([end, *(o.exhausted_at for o in outcomes if o.exhausted_at is not None)])
@@ -197,7 +197,10 @@ def note_lines(report: Report) -> list[str]:
             continue
         window = f"{c.ingress.seconds:.1f} s"
         if c.ingress.seconds < report.config.seconds:
-            window += f" (of {report.config.seconds:g} s: it ends when the prepared requests run out)"
+            window += (
+                f" (of {report.config.seconds:g} s: the prepared requests ran out; "
+                "BENCH_REFERENCE_REQUESTS / BENCH_REFEREE_LINKS prepare more)"
+            )
         lines.append(f"- {c.endpoint}: {c.note}; measured window {window}, {c.ingress.completed} answers in it")
     return lines
 
