@@ -74,21 +74,29 @@ def compose(
         body_text=rendered.text,
         body_html=rendered.html,
     )
+    if operation_id is None:
+        session.add(notification)  # written with the caller's transaction
+    else:
+        notification = _add_once(session, notification, operation_id)
+    log.info(
+        "notification composed",
+        extra={"notification_id": str(notification.id), "channel": channel.value, "template": template},
+    )
+    return notification
+
+
+def _add_once(session: Session, notification: Notification, operation_id: uuid.UUID) -> Notification:
+    """Store the operation's notification now, unless a concurrent delivery of its task already did."""
     try:
         with session.begin_nested():
             session.add(notification)
             session.flush()
     except IntegrityError:
         # Another delivery of the same task stored it first (the savepoint dropped our copy).
-        if operation_id is not None:
-            existing = _for_operation(session, operation_id)
-            if existing is not None:
-                return existing
+        existing = _for_operation(session, operation_id)
+        if existing is not None:
+            return existing
         raise
-    log.info(
-        "notification composed",
-        extra={"notification_id": str(notification.id), "channel": channel.value, "template": template},
-    )
     return notification
 
 

@@ -183,8 +183,9 @@ def test_compose_for_an_unknown_operation_fails(session, owner):
 
 def test_compose_for_a_vanished_owner_fails(session, owner, connection):
     connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": owner.id})
+    compose_email(session, owner)  # written with the caller's transaction, which then fails
     with pytest.raises(IntegrityError, match="foreign key"):
-        compose_email(session, owner)
+        session.flush()
 
 
 @pytest.mark.parametrize(
