@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,37 +14,9 @@ import requests
 
 from tests.conftest import PASSWORD, TEST_VAR, create_database, worker_id
 from tests.e2e.conftest import process_env
+from tests.e2e.helpers import DEEPREF, create_admin, port_open, stop, wait_ready
 
 pytestmark = pytest.mark.e2e
-DEEPREF = str(Path(sys.executable).with_name("deepref"))
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "deepref run exited early"
-        try:
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or workers still booting
-            pass
-        time.sleep(0.2)
-    raise AssertionError("ingress did not become ready")
-
-
-def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    process.send_signal(sig)
-    return process.wait(60)
-
-
-def _create_admin(email: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [DEEPREF, "create-admin", "--email", email, "--name", "Root"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -61,7 +30,7 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
     log = (Path(system_env["DEEPREF_VAR_DIR"]) / "run.log").open("wb")
     process = subprocess.Popen([DEEPREF, "run"], env=system_env, stdout=log, stderr=log)
     try:
-        _wait_ready(base, process)
+        wait_ready(base, process)
         email = f"e2e-{secrets.token_hex(4)}@example.com"
         body = {"email": email, "password": PASSWORD, "role": "employer", "name": "Eve"}
         registered = requests.post(f"{base}/api/v1/auth/register", json=body, timeout=10)
@@ -87,7 +56,7 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
         assert 'route="/api/v1/users/me"' in metrics
 
         admin_env = {**system_env, "DEEPREF_ADMIN_PASSWORD": PASSWORD}
-        created = _create_admin(f"root-{email}", admin_env)
+        created = create_admin(f"root-{email}", admin_env)
         assert created.returncode == 0, created.stderr
         login = requests.post(
             f"{base}/api/v1/auth/login", json={"email": f"root-{email}", "password": PASSWORD}, timeout=10
@@ -100,12 +69,12 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
             timeout=10,
         )
         assert email in [user["email"] for user in listing.json()["items"]]
-        duplicate = _create_admin(f"root-{email}", admin_env)
+        duplicate = create_admin(f"root-{email}", admin_env)
         assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0
         log.close()
-    assert not _port_open(int(system_env["INGRESS_PORT"]))
+    assert not port_open(int(system_env["INGRESS_PORT"]))
 
 
 def test_run_starts_and_stops_embedded_servers(system_env):
@@ -114,13 +83,13 @@ def test_run_starts_and_stops_embedded_servers(system_env):
     base = f"http://127.0.0.1:{env['INGRESS_PORT']}"
     process = subprocess.Popen([DEEPREF, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(base, process, timeout=120)
+        wait_ready(base, process, timeout=120)
     finally:
-        assert _stop(process, signal.SIGINT) == 0
+        assert stop(process, signal.SIGINT) == 0
     output = process.stdout.read().decode() if process.stdout else ""
     assert "embedded PostgreSQL at" in output and "embedded Redis at" in output
     redis_port = int(output.split("embedded Redis at redis://127.0.0.1:")[1].split("/")[0])
-    assert not _port_open(redis_port)
+    assert not port_open(redis_port)
     assert not (Path(env["DEEPREF_VAR_DIR"]) / "postgres" / "postmaster.pid").exists()
 
 

@@ -17,17 +17,19 @@ import requests
 from domain.core.config import load_settings
 from ingress.cli import process_commands
 from tests.conftest import PASSWORD
-from tests.e2e import test_worker_farm as farm
-from tests.e2e.test_processes import _create_admin, _wait_ready
-from tests.e2e.test_worker_farm import EventStream, _auth, _operation, _register, _wait_for
+from tests.e2e.helpers import (
+    EventStream,
+    auth_header,
+    create_admin,
+    get_operation,
+    register_user,
+    wait_for,
+    wait_ready,
+)
 from tests.fakes import ReceivedMail
 from tests.integration.test_references import answers_for
 
 pytestmark = pytest.mark.e2e
-# The worker farm's fixtures as they are: its database, Redis and ports (`farm_env`) and
-# the processes started on them (`processes`). Pytest finds fixtures by module attribute.
-farm_env = farm.farm_env
-processes = farm.processes
 
 PUBLIC_BASE_URL = "https://app.deepref.test"
 LINK = re.compile(re.escape(PUBLIC_BASE_URL) + r"/referee/([A-Za-z0-9_\-]{43})\b")
@@ -70,38 +72,38 @@ def test_a_reference_travels_from_request_to_an_employer_through_every_process(f
     base = f"http://127.0.0.1:{env['INGRESS_PORT']}"
     relay = f"http://127.0.0.1:{env['RELAY_PORT']}"
     admin_email = "root-references@example.com"
-    created = _create_admin(admin_email, env)
+    created = create_admin(admin_email, env)
     assert created.returncode == 0, created.stderr
-    _wait_ready(base, processes.running["ingress"])
-    _wait_for(lambda: _relay_health(relay) is not None, WAIT, "the relay to listen")
+    wait_ready(base, processes.running["ingress"])
+    wait_for(lambda: _relay_health(relay) is not None, WAIT, "the relay to listen")
 
     # 1. The candidate and an employer register; the candidate watches their events.
-    candidate = _register(base)
-    employer = _register(base, role="employer")
-    ticket = requests.post(f"{base}/api/v1/events/tickets", headers=_auth(candidate), timeout=10)
+    candidate = register_user(base)
+    employer = register_user(base, role="employer")
+    ticket = requests.post(f"{base}/api/v1/events/tickets", headers=auth_header(candidate), timeout=10)
     assert ticket.status_code == 201, ticket.text
     stream = EventStream(f"{relay}/events?ticket={ticket.json()['ticket']}")
     try:
         # The relay subscribes to Redis with its first stream; nothing is published before.
-        _wait_for(lambda: (_relay_health(relay) or {}).get("subscribed"), WAIT, "the relay's subscription")
+        wait_for(lambda: (_relay_health(relay) or {}).get("subscribed"), WAIT, "the relay's subscription")
         # 2. The request reaches the referee's mailbox with their link.
         accepted = requests.post(
             f"{base}/api/v1/references",
             json={"referrer": REFERRER, "relationship": "manager"},
-            headers=_auth(candidate) | CANDIDATE_BROWSER,
+            headers=auth_header(candidate) | CANDIDATE_BROWSER,
             timeout=10,
         )
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["operation"]["kind"] == "reference.request"
         reference_id = accepted.json()["reference"]["id"]
-        request_mail = _wait_for(lambda: _mail_to(smtp_sink, REFERRER["email"]), WAIT, "the request email")
+        request_mail = wait_for(lambda: _mail_to(smtp_sink, REFERRER["email"]), WAIT, "the request email")
         assert request_mail.subject == "Farm User asks you for a reference"
         link = LINK.search(request_mail.text or "")
         assert link is not None, request_mail.text
         token = link.group(1)
         # The mail leaves before the worker commits `sent`; a referee opening the link in
         # between would skip that status. Waiting for it keeps the sequence deterministic.
-        _wait_for(lambda: "sent" in _reference_statuses(stream, reference_id), WAIT, "the sent event")
+        wait_for(lambda: "sent" in _reference_statuses(stream, reference_id), WAIT, "the sent event")
 
         # 3. The referee opens the link and answers every question.
         opened = requests.get(f"{base}/api/v1/referee/{token}", headers=REFEREE_BROWSER, timeout=10)
@@ -122,24 +124,24 @@ def test_a_reference_travels_from_request_to_an_employer_through_every_process(f
 
         # 4. The candidate sees the verification run and the reference end flagged:
         # answered seconds after opening is implausibly fast.
-        _wait_for(lambda: stream.find(verify["id"], "succeeded"), WAIT, "the verify operation over SSE")
-        _wait_for(lambda: "flagged" in _reference_statuses(stream, reference_id), WAIT, "the flagged event")
+        wait_for(lambda: stream.find(verify["id"], "succeeded"), WAIT, "the verify operation over SSE")
+        wait_for(lambda: "flagged" in _reference_statuses(stream, reference_id), WAIT, "the flagged event")
         # Each transaction's events are published before its tasks, so no worker's event
         # can overtake the state that queued it.
         assert _reference_statuses(stream, reference_id) == ["pending", "sent", "opened", "submitted", "flagged"]
         assert _operation_statuses(stream, verify["id"]) == ["running", "succeeded"]
     finally:
         stream.close()
-    done = _operation(base, candidate, verify["id"])
+    done = get_operation(base, candidate, verify["id"])
     assert done["status"] == "succeeded" and done["attempts"] == 1
     assert done["result"] == {"referenceId": reference_id, "status": "flagged"}
-    mine = requests.get(f"{base}/api/v1/references/{reference_id}", headers=_auth(candidate), timeout=10).json()
+    mine = requests.get(f"{base}/api/v1/references/{reference_id}", headers=auth_header(candidate), timeout=10).json()
     assert mine["status"] == "flagged"
     assert mine["verification"]["provider"] == "local"
     assert [(s["code"], s["severity"]) for s in mine["verification"]["signals"]] == [("fast_submission", "strong")]
 
     # 6. The candidate is told by email that the reference is ready.
-    ready = _wait_for(lambda: _mail_to(smtp_sink, candidate["email"]), WAIT, "the reference-ready email")
+    ready = wait_for(lambda: _mail_to(smtp_sink, candidate["email"]), WAIT, "the reference-ready email")
     assert ready.subject == "Your reference from Rita Referee is ready"
     assert "flagged for review" in (ready.text or "")
 
@@ -147,13 +149,13 @@ def test_a_reference_travels_from_request_to_an_employer_through_every_process(f
     shared = requests.post(
         f"{base}/api/v1/references/{reference_id}/shares",
         json={"employerEmail": employer["email"]},
-        headers=_auth(candidate),
+        headers=auth_header(candidate),
         timeout=10,
     )
     assert shared.status_code == 201, shared.text
-    listed = requests.get(f"{base}/api/v1/references", headers=_auth(employer), timeout=10)
+    listed = requests.get(f"{base}/api/v1/references", headers=auth_header(employer), timeout=10)
     assert [r["id"] for r in listed.json()["items"]] == [reference_id]
-    seen = requests.get(f"{base}/api/v1/references/{reference_id}", headers=_auth(employer), timeout=10).json()
+    seen = requests.get(f"{base}/api/v1/references/{reference_id}", headers=auth_header(employer), timeout=10).json()
     assert seen["referrer"] == {"name": "Rita Referee"}
     assert "channels" not in seen and "shares" not in seen
     assert seen["answers"] == answers
@@ -177,7 +179,7 @@ def test_a_reference_travels_from_request_to_an_employer_through_every_process(f
     assert login.status_code == 200, login.text
     admin = {"Authorization": f"Bearer {login.json()['accessToken']}"}
     expected = {"reference.requested", "reference.submitted", "reference.flagged", "reference.shared"}
-    entries = _wait_for(lambda: _audited(base, admin, reference_id, expected), WAIT, "the audit entries")
+    entries = wait_for(lambda: _audited(base, admin, reference_id, expected), WAIT, "the audit entries")
     assert sorted(e["action"] for e in entries) == sorted(expected)  # each fact once, nothing else
     flagged = next(e for e in entries if e["action"] == "reference.flagged")
     assert flagged["data"]["signals"] == "fast_submission"
