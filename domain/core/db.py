@@ -17,6 +17,7 @@ from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engi
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from domain.core.config import Settings
+from domain.core.pool import FairQueuePool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -52,6 +53,8 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         # No overflow: overflow connections are opened and closed under load, and every new
         # PostgreSQL connection forks a backend. Requests queue for a pooled one instead.
         "max_overflow": 0,
+        # Waiting requests get connections in the order they asked (see pool.py).
+        "poolclass": FairQueuePool,
         "pool_timeout": settings.db_pool_timeout,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
