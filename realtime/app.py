@@ -31,7 +31,7 @@ from domain.users.cache import UserCache
 from domain.users.service import cached_active_user
 from domain.users.tokens import AccessTokens
 from realtime.http import Refusal, Request, base_headers, envelope, preflight_headers, respond_json, status_line
-from realtime.hub import Hub, parse_event_id
+from realtime.hub import Hub, Mailbox, parse_event_id
 from realtime.stream import EventStream
 
 logger = logging.getLogger("deepref.relay")
@@ -151,6 +151,25 @@ class Relay:
             raise AuthenticationFailed("ticket is invalid, expired or already used")
         return uuid.UUID(owner)
 
+    def _register_before_subscription(self, user_id: str, last_id: str | None, client_socket: Any) -> Mailbox:
+        """Open a mailbox while the subscription is still starting, missing nothing meanwhile.
+
+        The mailbox is backfilled from the moment the stream opened once the subscription is
+        confirmed; if that happened while the opening instant was being read, right away.
+        After an outage the hub's last watermark is that starting point already, and Redis
+        may still be down: the stream opens all the same.
+        """
+        since = None
+        if self.hub.watermark is None:
+            with suppress(redis.RedisError):
+                since = self.hub.now_id()
+        mailbox = self.hub.register(user_id, last_id, on_overflow=lambda: _disconnect(client_socket), since=since)
+        if self.hub.ready.is_set():
+            self.hub.backfill()
+        else:
+            self.hub.ready.wait(SUBSCRIPTION_WAIT)
+        return mailbox
+
     def _check_active(self, user_id: uuid.UUID) -> None:
         """A suspended or erased user's token no longer opens streams (raises AuthenticationFailed)."""
         opened: list[Session] = []
@@ -167,10 +186,11 @@ class Relay:
 
     def _start(self, request: Request, user_id: str, last_id: str | None) -> EventStream:
         self.hub.start()
-        if not self.hub.ready.is_set():
-            self.hub.ready.wait(SUBSCRIPTION_WAIT)
         client_socket = request.environ.get("gunicorn.socket")
-        mailbox = self.hub.register(user_id, last_id, on_overflow=lambda: _disconnect(client_socket))
+        if self.hub.ready.is_set():
+            mailbox = self.hub.register(user_id, last_id, on_overflow=lambda: _disconnect(client_socket))
+        else:
+            mailbox = self._register_before_subscription(user_id, last_id, client_socket)
         try:
             replayed = events.replay(self.redis, user_id, last_id) if last_id else []
         except BaseException:

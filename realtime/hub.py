@@ -153,10 +153,18 @@ class Hub:
         return sum(len(boxes) for boxes in self._mailboxes.values())
 
     def register(
-        self, user_id: str, cursor: str | None = None, on_overflow: Callable[[], None] | None = None
+        self,
+        user_id: str,
+        cursor: str | None = None,
+        on_overflow: Callable[[], None] | None = None,
+        since: str | None = None,
     ) -> Mailbox:
-        """A new mailbox for one of the user's streams; events published from now on reach it."""
-        mailbox = Mailbox(user_id, cursor, self.watermark, self.capacity, on_overflow)
+        """A new mailbox for one of the user's streams; events published from now on reach it.
+
+        `since` (an event id) overrides the watermark as where a backfill would start for it:
+        a stream opened before the first subscription is backfilled from when it opened.
+        """
+        mailbox = Mailbox(user_id, cursor, since or self.watermark, self.capacity, on_overflow)
         self._mailboxes.setdefault(user_id, set()).add(mailbox)
         return mailbox
 
@@ -243,7 +251,7 @@ class Hub:
 
     def _subscribed(self) -> None:
         """Events flow again: recover what was published while unsubscribed."""
-        if self.watermark is not None:
+        if self._mailboxes:
             self.backfill()
         self._delay = RECONNECT_INITIAL
         self.ready.set()
@@ -251,15 +259,20 @@ class Hub:
 
     def _mark(self, pubsub: redis.client.PubSub) -> None:
         """Ask for a new watermark: Redis's time now, valid once the PING behind it is answered."""
-        seconds, microseconds = self._client.time()
-        # A millisecond back: events of this very millisecond may be published after the TIME.
-        self._pending_mark = f"{seconds * 1000 + microseconds // 1000 - 1}-0"
+        self._pending_mark = self.now_id()
         self._marked_at = time.monotonic()
         pubsub.ping(MARK_PING)
 
+    def now_id(self) -> str:
+        """An event id just before Redis's clock now (one Redis round trip)."""
+        seconds, microseconds = self._client.time()
+        # A millisecond back: events of this very millisecond may be published after the TIME.
+        return f"{seconds * 1000 + microseconds // 1000 - 1}-0"
+
     def backfill(self) -> None:
         """Deliver, from the replay streams, events the connected clients may have missed."""
-        users = [(user_id, self._oldest_start(boxes)) for user_id, boxes in self._mailboxes.items()]
+        starts = [(user_id, self._oldest_start(boxes)) for user_id, boxes in self._mailboxes.items()]
+        users = [(user_id, start) for user_id, start in starts if start is not None]
         pipe = self._client.pipeline(transaction=False)
         for user_id, start in users:
             pipe.xrange(stream(user_id), min=f"({start}", count=self.capacity)
@@ -267,10 +280,10 @@ class Hub:
             missed = [_entry_event(entry_id, fields) for entry_id, fields in entries]
             self.deliver(user_id, [event for event in missed if event is not None])
 
-    def _oldest_start(self, boxes: set[Mailbox]) -> str:
+    def _oldest_start(self, boxes: set[Mailbox]) -> str | None:
         """Where the user's backfill starts: the oldest point any of their clients may miss from."""
-        starts = [box.backfill_from() or self.watermark for box in boxes]
-        return min((start for start in starts if start is not None), key=_key)
+        starts = [start for box in boxes if (start := box.backfill_from() or self.watermark) is not None]
+        return min(starts, key=_key) if starts else None
 
 
 def _entry_event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event | None:
