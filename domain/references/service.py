@@ -38,6 +38,8 @@ from domain.references.questionnaires import CustomQuestion, questions_for
 from domain.users.models import Role, User
 
 MAX_OPEN_REQUESTS = 10
+# Sent to an employer when a reference becomes (or stops being) readable to them.
+SHARED_EVENT = "reference.shared"
 REMINDER_INTERVAL = timedelta(hours=24)
 MAX_REMINDERS = 3
 
@@ -178,9 +180,19 @@ def send_reminder(session: Session, candidate: User, reference_id: uuid.UUID, *,
 
 
 def revoke(session: Session, candidate: User, reference_id: uuid.UUID) -> Reference:
-    """Withdraw a reference: its links stop working and employers no longer see it. Audited."""
+    """Withdraw a reference: its links stop working and employers no longer see it. Audited.
+
+    Each employer it was shared with gets a `reference.shared` event with `"shared": false`.
+    """
     reference = own_reference(session, candidate, reference_id, lock=True)
     lifecycle.transition(session, reference, ReferenceStatus.REVOKED)
+    shared_with = session.scalars(
+        select(ReferenceShare.employer_id).where(
+            ReferenceShare.reference_id == reference.id, ReferenceShare.revoked_at.is_(None)
+        )
+    )
+    for employer_id in shared_with:
+        stage_event(session, employer_id, SHARED_EVENT, {"referenceId": str(reference.id), "shared": False})
     audit.record(session, Fact("reference.revoked", "reference", str(reference.id), actor_id=str(candidate.id)))
     return reference
 

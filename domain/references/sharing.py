@@ -13,11 +13,9 @@ from domain.core.db import utcnow
 from domain.core.errors import Conflict, InvalidInput, NotFound
 from domain.operations.dispatch import stage_event
 from domain.references.models import COMPLETED, Reference, ReferenceShare
-from domain.references.service import own_reference
+from domain.references.service import SHARED_EVENT, own_reference
 from domain.users import service as users
 from domain.users.models import Role, User
-
-SHARED_EVENT = "reference.shared"
 
 
 def share(

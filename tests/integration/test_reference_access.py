@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -134,6 +135,8 @@ def test_sharing_and_unsharing(client, worker, connection, redis_client):
     assert client.simulate_get(f"/api/v1/references/{reference_id}", headers=employer.auth).status_code == 200
     assert client.simulate_post(f"/api/v1/references/{reference_id}/revoke", headers=candidate.auth).status_code == 200
     assert client.simulate_get(f"/api/v1/references/{reference_id}", headers=employer.auth).status_code == 404
+    told = [json.loads(e.data)["shared"] for e in replay(redis_client, employer.id, "0-0")]
+    assert told == [True, False, True, False]  # shared, unshared, shared again, revoked
 
 
 def test_a_registered_referrer_sees_requests_to_their_verified_address(client, database):
