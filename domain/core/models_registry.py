@@ -4,6 +4,7 @@
 def import_all() -> None:
     import domain.audit.models
     import domain.idempotency.models
+    import domain.jobs.models
     import domain.notifications.models
     import domain.operations.models
     import domain.references.models

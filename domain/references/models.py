@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from domain.core.db import Base, pg_enum, utcnow
 from domain.core.encrypted import Ciphertext, encrypted_json
+from domain.jobs import models as _jobs  # noqa: F401  (the jobs table that job_id points to)
 from domain.users.models import User
 
 
@@ -56,8 +57,8 @@ class Reference(Base):
     candidate_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     status: Mapped[ReferenceStatus] = mapped_column(pg_enum(ReferenceStatus, "reference_status"))
     relation: Mapped[Relationship] = mapped_column("relationship", pg_enum(Relationship, "reference_relationship"))
-    # The job posting this reference is for; checked against postings once they exist.
-    job_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    # The job posting this reference is for, if any.
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     questionnaire: Mapped[str] = mapped_column(String(32))
     questionnaire_version: Mapped[int] = mapped_column(Integer)
     channels: Mapped[list[str]] = mapped_column(ARRAY(String(8)))

@@ -20,6 +20,7 @@ from domain.core.db import utcnow
 from domain.core.encrypted import current_keyring
 from domain.core.errors import Conflict, InvalidInput, NotFound, RateLimited
 from domain.core.pagination import Page, decode_cursor, encode_cursor
+from domain.jobs.models import Job, JobStatus
 from domain.notifications.models import Channel as NotificationChannel
 from domain.notifications.service import normalise_recipient
 from domain.operations.dispatch import stage_event
@@ -64,12 +65,14 @@ def request_reference(
 
     The request itself records the candidate's consent to contact the referrer (time, IP,
     user agent). Raises InvalidInput for the referrer being the candidate, a channel without
-    its contact, or more than MAX_OPEN_REQUESTS awaiting an answer. Audited.
+    its contact, a `job_id` that is not a published job, or more than MAX_OPEN_REQUESTS
+    awaiting an answer. Audited.
     """
     # One request at a time per candidate, so the open-request limit holds under concurrency
     # (NO KEY UPDATE: rows that merely reference the user are not held up).
     session.execute(select(User.id).where(User.id == candidate.id).with_for_update(key_share=True))
     email, phone, channels = _contacts(candidate, draft)
+    _check_job(session, draft.job_id)
     _check_open_requests(session, candidate)
     questionnaire, questions = questions_for(draft.relationship, draft.custom_questions)
     now = utcnow()
@@ -128,6 +131,14 @@ def _contacts(candidate: User, draft: ReferenceRequest) -> tuple[str | None, str
             needed = "referrer.email" if channel == "email" else "referrer.phone"
             raise _invalid("channels", f"channel {channel} needs {needed}")
     return email, phone, channels
+
+
+def _check_job(session: Session, job_id: uuid.UUID | None) -> None:
+    if job_id is None:
+        return
+    job = session.get(Job, job_id)
+    if job is None or job.deleted_at is not None or job.status != JobStatus.PUBLISHED:
+        raise _invalid("jobId", "no published job has this id")
 
 
 def _check_open_requests(session: Session, candidate: User) -> None:

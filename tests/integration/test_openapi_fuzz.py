@@ -76,6 +76,7 @@ class Operation:
     path: str
     auth: bool
     admin: bool
+    employer: bool = False  # an employer-only operation
 
     @property
     def label(self) -> str:
@@ -91,7 +92,8 @@ def documented_operations() -> list[Operation]:
             spec = getattr(getattr(resource, f"on_{method}", None), "__endpoint__", None)
             if spec is not None:
                 path = openapi.PARAM.sub(lambda m: "{" + m.group(1) + "}", template)
-                found.append(Operation(method.upper(), path, spec.auth, Role.ADMIN in spec.roles))
+                employer = spec.roles == (Role.EMPLOYER,)
+                found.append(Operation(method.upper(), path, spec.auth, Role.ADMIN in spec.roles, employer))
     return found
 
 
@@ -105,6 +107,8 @@ class Actors:
     victim: Account  # a record for the admin to change
     operation_id: str  # one of the user's operations
     references: FuzzReferences  # the user's references, an employer, a referee link
+    employer: Account  # calls the employer-only operations
+    jobs: FuzzJobs  # the employer's postings
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,19 @@ def make_references(database: Database, candidate: Account, employer: Account) -
         return FuzzReferences(str(awaiting.id), str(completed.id), employer.id, token, answers)
 
 
+@dataclass(frozen=True)
+class FuzzJobs:
+    published_id: str
+    draft_id: str
+
+
+def make_jobs(client: falcon.testing.TestClient, employer: Account) -> FuzzJobs:
+    body = {"title": "Fuzz Engineer", "description": "Breaks things on purpose.", "remoteType": "remote"}
+    made = [client.simulate_post("/api/v1/jobs", json=body, headers=employer.auth).json["id"] for _ in range(2)]
+    client.simulate_post(f"/api/v1/jobs/{made[0]}/publish", headers=employer.auth)
+    return FuzzJobs(published_id=made[0], draft_id=made[1])
+
+
 @pytest.fixture
 def fuzz_app(settings: Settings, database: Database, redis_client: redis.Redis, published: list[Any]) -> App:
     """The app of the `app` fixture, with rate limits the fuzzer cannot reach."""
@@ -184,12 +201,15 @@ def actors(fuzz_app: App, settings: Settings, database: Database) -> Actors:
     client.simulate_patch("/api/v1/users/me", json={"phone": "+14155550100"}, headers=user.auth)
     with database.transaction() as session:
         operation = operations.enqueue(session, owner_id=uuid.UUID(user.id), kind="fuzz", route=routes.DELIVER_EMAIL)
+    employer = register(client, role="employer")
     return Actors(
         user=user,
         admin=create_admin(client, settings, database),
         victim=register(client),
         operation_id=str(operation.id),
-        references=make_references(database, user, register(client, role="employer")),
+        references=make_references(database, user, employer),
+        employer=employer,
+        jobs=make_jobs(client, employer),
     )
 
 
@@ -204,6 +224,13 @@ def known_values(operation: Operation, actors: Actors) -> list[dict[str, Any]]:
         "POST /api/v1/auth/logout": [{"body": {"refreshToken": actors.user.refresh_token}}],
         "GET /api/v1/operations/{operation_id}": [{"path_parameters": {"operation_id": actors.operation_id}}],
         "POST /api/v1/operations/{operation_id}/cancel": [{"path_parameters": {"operation_id": actors.operation_id}}],
+        "GET /api/v1/jobs/{job_id}": [{"path_parameters": {"job_id": actors.jobs.published_id}}],
+        "PATCH /api/v1/jobs/{job_id}": [
+            {"path_parameters": {"job_id": actors.jobs.published_id}, "body": {"title": "Renamed"}}
+        ],
+        "DELETE /api/v1/jobs/{job_id}": [{"path_parameters": {"job_id": actors.jobs.published_id}}],
+        "POST /api/v1/jobs/{job_id}/publish": [{"path_parameters": {"job_id": actors.jobs.draft_id}}],
+        "POST /api/v1/jobs/{job_id}/close": [{"path_parameters": {"job_id": actors.jobs.published_id}}],
         "GET /api/v1/references/{reference_id}": [{"path_parameters": {"reference_id": refs.completed_id}}],
         "POST /api/v1/references/{reference_id}/reminders": [{"path_parameters": {"reference_id": refs.awaiting_id}}],
         "POST /api/v1/references/{reference_id}/revoke": [{"path_parameters": {"reference_id": refs.awaiting_id}}],
@@ -237,7 +264,7 @@ def cases(api: OpenApiSchema, operation: Operation, actors: Actors) -> st.Search
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda operation: operation.label)
 def test_operation_conforms_to_its_openapi_description(fuzz_app: App, actors: Actors, operation: Operation) -> None:
     api = schemathesis.openapi.from_wsgi(SCHEMA_PATH, fuzz_app, config=CONFIG)
-    caller = actors.admin if operation.admin else actors.user
+    caller = actors.admin if operation.admin else actors.employer if operation.employer else actors.user
     headers = caller.auth if operation.auth else {}
     statuses: set[int] = set()
 

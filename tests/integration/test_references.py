@@ -150,7 +150,19 @@ def test_refusals_when_requesting(client: falcon.testing.TestClient) -> None:
     no_phone = request_reference(client, candidate, channels=["sms"])
     assert no_phone.status_code == 422
     assert no_phone.json["message"] == "channels: channel sms needs referrer.phone"
-    for _ in range(10):
+    unknown_job = request_reference(client, candidate, jobId="00000000-0000-4000-8000-000000000000")
+    assert (unknown_job.status_code, unknown_job.json["message"]) == (422, "jobId: no published job has this id")
+    employer = register(client, role="employer")
+    job = client.simulate_post(
+        "/api/v1/jobs",
+        json={"title": "Engineer", "description": "Builds things.", "remoteType": "remote"},
+        headers=employer.auth,
+    ).json
+    assert request_reference(client, candidate, jobId=job["id"]).status_code == 422  # still a draft
+    client.simulate_post(f"/api/v1/jobs/{job['id']}/publish", headers=employer.auth)
+    for_job = request_reference(client, candidate, jobId=job["id"])
+    assert (for_job.status_code, for_job.json["reference"]["jobId"]) == (202, job["id"])
+    for _ in range(9):
         assert request_reference(client, candidate).status_code == 202
     eleventh = request_reference(client, candidate)
     assert eleventh.status_code == 422

@@ -1,0 +1,1 @@
+"""Job postings: employers write and publish them, everyone searches the published ones."""

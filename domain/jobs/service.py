@@ -1,0 +1,152 @@
+"""What employers do with their postings, and how everyone finds the published ones."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select, tuple_
+from sqlalchemy.orm import Session, selectinload
+
+from domain.core.db import utcnow
+from domain.core.errors import Conflict, InvalidInput, NotFound
+from domain.core.pagination import Page, decode_cursor, encode_cursor
+from domain.jobs.models import Job, JobStatus, RemoteType
+from domain.users.models import User
+
+EDITABLE = frozenset({JobStatus.DRAFT, JobStatus.PUBLISHED})
+# Fields `update_job` may change; the encrypted ones are set through their attributes.
+CHANGEABLE = ("title", "description", "requirements", "location", "remote_type", "salary_range", "expires_at")
+
+
+@dataclass(frozen=True)
+class JobDraft:
+    """A new posting, as validated by the API."""
+
+    title: str
+    description: str
+    remote_type: RemoteType
+    requirements: list[str] | None = None
+    location: str | None = None
+    salary_range: dict[str, Any] | None = None
+    expires_at: datetime | None = None
+
+
+def create_job(session: Session, employer: User, draft: JobDraft) -> Job:
+    """Create a posting as a draft (visible to its employer only until published)."""
+    _check_expiry(draft.expires_at)
+    now = utcnow()
+    job = Job(
+        employer=employer,
+        status=JobStatus.DRAFT,
+        title=draft.title,
+        description=draft.description,
+        requirements=draft.requirements,
+        location=draft.location,
+        remote_type=draft.remote_type,
+        salary_range=draft.salary_range,
+        expires_at=draft.expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    return job
+
+
+def own_job(session: Session, employer: User, job_id: uuid.UUID, *, lock: bool = False) -> Job:
+    """The employer's own (not deleted) posting; raises NotFound for any other."""
+    job = session.get(Job, job_id, with_for_update=lock)
+    if job is None or job.employer_id != employer.id or job.deleted_at is not None:
+        raise NotFound("job not found")
+    return job
+
+
+def visible_job(session: Session, viewer: User, job_id: uuid.UUID) -> Job:
+    """A published posting, or one of the viewer's own; raises NotFound otherwise."""
+    job = session.scalars(_visible_to(viewer).where(Job.id == job_id)).first()
+    if job is None:
+        raise NotFound("job not found")
+    return job
+
+
+def update_job(session: Session, employer: User, job_id: uuid.UUID, changes: dict[str, Any]) -> Job:
+    """Change a draft or published posting; raises Conflict once it is closed or expired."""
+    job = own_job(session, employer, job_id, lock=True)
+    if job.status not in EDITABLE:
+        raise Conflict(f"this job is {job.status.value}; only a draft or published job can be changed")
+    if "expires_at" in changes:
+        _check_expiry(changes["expires_at"])
+    for name in CHANGEABLE:
+        if name in changes:
+            setattr(job, name, changes[name])
+    job.updated_at = utcnow()
+    return job
+
+
+def delete_job(session: Session, employer: User, job_id: uuid.UUID) -> None:
+    """Remove a posting from every listing (kept, marked deleted, for the references pointing at it)."""
+    job = own_job(session, employer, job_id, lock=True)
+    job.deleted_at = job.updated_at = utcnow()
+
+
+def publish_job(session: Session, employer: User, job_id: uuid.UUID) -> Job:
+    """Make a draft visible to everyone; raises Conflict unless it is a draft, InvalidInput if already past expiry."""
+    job = own_job(session, employer, job_id, lock=True)
+    if job.status != JobStatus.DRAFT:
+        raise Conflict(f"this job is {job.status.value}; only a draft can be published")
+    _check_expiry(job.expires_at)
+    job.status = JobStatus.PUBLISHED
+    job.posted_at = job.updated_at = utcnow()
+    return job
+
+
+def close_job(session: Session, employer: User, job_id: uuid.UUID) -> Job:
+    """Stop a published posting from taking candidates; raises Conflict unless it is published."""
+    job = own_job(session, employer, job_id, lock=True)
+    if job.status != JobStatus.PUBLISHED:
+        raise Conflict(f"this job is {job.status.value}; only a published job can be closed")
+    job.status = JobStatus.CLOSED
+    job.closed_at = job.updated_at = utcnow()
+    return job
+
+
+@dataclass(frozen=True)
+class JobSearch:
+    q: str | None = None
+    location: str | None = None
+    remote_type: RemoteType | None = None
+
+
+def list_jobs(session: Session, viewer: User, search: JobSearch, *, cursor: str | None, limit: int) -> Page[Job]:
+    """Published postings (and the viewer's own), newest first, keyset-paginated.
+
+    `q` is a full-text search over titles (web-search syntax: words, "phrases", -exclusions);
+    `location` matches regardless of case.
+    """
+    query = _visible_to(viewer)
+    if search.q:
+        query = query.where(Job.search.op("@@")(func.websearch_to_tsquery("simple", search.q)))
+    if search.location:
+        query = query.where(func.lower(Job.location) == search.location.lower())
+    if search.remote_type is not None:
+        query = query.where(Job.remote_type == search.remote_type)
+    if cursor:
+        after = decode_cursor(cursor)
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(after.created_at, after.id))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query.options(selectinload(Job.employer))))
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return Page(rows[:limit], next_cursor)
+
+
+def _visible_to(viewer: User) -> Select[Job]:
+    visible = or_(Job.status == JobStatus.PUBLISHED, Job.employer_id == viewer.id)
+    return select(Job).where(Job.deleted_at.is_(None), visible)
+
+
+def _check_expiry(expires_at: datetime | None) -> None:
+    if expires_at is not None and expires_at <= utcnow():
+        message = "must be in the future"
+        raise InvalidInput(f"expiresAt: {message}", details=[{"field": "expiresAt", "message": message}])

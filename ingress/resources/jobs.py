@@ -1,0 +1,95 @@
+"""/jobs: employers write and publish postings; every signed-in user searches the published ones."""
+
+from __future__ import annotations
+
+import uuid
+
+import falcon
+
+from domain.jobs import service as jobs
+from domain.jobs.models import RemoteType
+from domain.users.models import Role
+from ingress.context import ApiRequest
+from ingress.endpoint import endpoint
+from ingress.schemas.jobs import JobCreate, JobListQuery, JobOut, JobPage, JobUpdate
+
+TAG = "jobs"
+EMPLOYERS = (Role.EMPLOYER,)
+
+
+class JobList:
+    @endpoint(
+        "Published jobs (and your own), newest first: full-text `q` over titles, `location`, `remoteType`",
+        tag=TAG,
+        query=JobListQuery,
+        response=JobPage,
+        read_only=True,
+    )
+    def on_get(self, req: ApiRequest, resp: falcon.Response) -> None:
+        query: JobListQuery = req.context.query
+        search = jobs.JobSearch(
+            q=query.q, location=query.location, remote_type=RemoteType(query.remote_type) if query.remote_type else None
+        )
+        page = jobs.list_jobs(req.context.session, req.context.user, search, cursor=query.cursor, limit=query.limit)
+        resp.media = JobPage(items=[JobOut.of(job) for job in page.items], next_cursor=page.next_cursor).to_json()
+
+    @endpoint(
+        "Write a job posting (a draft until published)",
+        tag=TAG,
+        body=JobCreate,
+        response=JobOut,
+        status=201,
+        roles=EMPLOYERS,
+    )
+    def on_post(self, req: ApiRequest, resp: falcon.Response) -> None:
+        body: JobCreate = req.context.input
+        draft = jobs.JobDraft(
+            title=body.title,
+            description=body.description,
+            remote_type=RemoteType(body.remote_type),
+            requirements=body.requirements,
+            location=body.location,
+            salary_range=body.salary_range.model_dump() if body.salary_range else None,
+            expires_at=body.expires_at,
+        )
+        job = jobs.create_job(req.context.session, req.context.user, draft)
+        req.context.session.flush()
+        resp.media = JobOut.of(job).to_json()
+
+
+class JobItem:
+    @endpoint("A published job, or one of your own", tag=TAG, response=JobOut, read_only=True)
+    def on_get(self, req: ApiRequest, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        resp.media = JobOut.of(jobs.visible_job(req.context.session, req.context.user, job_id)).to_json()
+
+    @endpoint(
+        "Change your draft or published job", tag=TAG, body=JobUpdate, response=JobOut, roles=EMPLOYERS, errors=(409,)
+    )
+    def on_patch(self, req: ApiRequest, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        body: JobUpdate = req.context.input
+        changes = body.changes()
+        if "remote_type" in changes:
+            changes["remote_type"] = RemoteType(changes["remote_type"])
+        job = jobs.update_job(req.context.session, req.context.user, job_id, changes)
+        req.context.session.flush()
+        resp.media = JobOut.of(job).to_json()
+
+    @endpoint("Delete your job (it leaves every listing)", tag=TAG, status=204, roles=EMPLOYERS)
+    def on_delete(self, req: ApiRequest, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        jobs.delete_job(req.context.session, req.context.user, job_id)
+
+
+class JobPublish:
+    @endpoint("Publish your draft job", tag=TAG, response=JobOut, roles=EMPLOYERS, errors=(409,))
+    def on_post(self, req: ApiRequest, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        job = jobs.publish_job(req.context.session, req.context.user, job_id)
+        req.context.session.flush()
+        resp.media = JobOut.of(job).to_json()
+
+
+class JobClose:
+    @endpoint("Close your published job", tag=TAG, response=JobOut, roles=EMPLOYERS, errors=(409,))
+    def on_post(self, req: ApiRequest, resp: falcon.Response, job_id: uuid.UUID) -> None:
+        job = jobs.close_job(req.context.session, req.context.user, job_id)
+        req.context.session.flush()
+        resp.media = JobOut.of(job).to_json()
