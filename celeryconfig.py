@@ -73,6 +73,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "beat.tasks.prune_expired_records": 3600.0,
         "beat.tasks.anchor_audit_trail": settings.audit_anchor_seconds,
         "beat.tasks.sweep_references": settings.reference_sweep_seconds,
+        "beat.tasks.expire_jobs": settings.reference_sweep_seconds,
     }
     return {
         name.rsplit(".", 1)[1]: {"task": name, "schedule": seconds, "options": {"expires": seconds}}

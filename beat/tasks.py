@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from domain.audit import service as audit
 from domain.idempotency import service as idempotency
+from domain.jobs import service as jobs
 from domain.operations import maintenance
 from domain.references import maintenance as references
 from tasks.app import app
@@ -71,3 +72,15 @@ def sweep_references() -> dict[str, int]:
     reminded = references.send_automatic_reminders(rt.database, link_base=rt.settings.public_base_url)
     expired = references.expire_overdue(rt.database)
     return {"reminded": reminded, "expired": expired}
+
+
+@app.task(name="beat.tasks.expire_jobs")
+def expire_jobs() -> int:
+    """Mark published postings past their expiry expired."""
+    total = 0
+    while True:
+        with runtime().database.transaction() as session:
+            expired = jobs.expire_jobs(session)
+        total += expired
+        if expired < jobs.EXPIRY_BATCH:
+            return total

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, tuple_
+from sqlalchemy import Select, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from domain.core.db import utcnow
@@ -18,6 +18,7 @@ from domain.users.models import User
 
 EDITABLE = frozenset({JobStatus.DRAFT, JobStatus.PUBLISHED})
 # Fields `update_job` may change; the encrypted ones are set through their attributes.
+EXPIRY_BATCH = 100
 CHANGEABLE = ("title", "description", "requirements", "location", "remote_type", "salary_range", "expires_at")
 
 
@@ -142,11 +143,30 @@ def list_jobs(session: Session, viewer: User, search: JobSearch, *, cursor: str 
 
 
 def _visible_to(viewer: User) -> Select[Job]:
-    visible = or_(Job.status == JobStatus.PUBLISHED, Job.employer_id == viewer.id)
-    return select(Job).where(Job.deleted_at.is_(None), visible)
+    # A published job past its expiry is hidden at once, before beat marks it expired.
+    live = and_(Job.status == JobStatus.PUBLISHED, or_(Job.expires_at.is_(None), Job.expires_at > func.now()))
+    return select(Job).where(Job.deleted_at.is_(None), or_(live, Job.employer_id == viewer.id))
 
 
 def _check_expiry(expires_at: datetime | None) -> None:
     if expires_at is not None and expires_at <= utcnow():
         message = "must be in the future"
         raise InvalidInput(f"expiresAt: {message}", details=[{"field": "expiresAt", "message": message}])
+
+
+def expire_jobs(session: Session, *, now: datetime | None = None, batch: int = EXPIRY_BATCH) -> int:
+    """Mark published postings past their `expiresAt` expired (run by beat); return how many."""
+    now = now or utcnow()
+    due = list(
+        session.scalars(
+            select(Job)
+            .where(Job.status == JobStatus.PUBLISHED, Job.expires_at <= now)
+            .order_by(Job.expires_at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for job in due:
+        job.status = JobStatus.EXPIRED
+        job.closed_at = job.updated_at = now
+    return len(due)

@@ -165,3 +165,24 @@ def test_job_text_is_encrypted_at_rest(client, connection):
     for plaintext in ("employment-reference", "PostgreSQL", "70000"):
         assert plaintext not in raw
     assert row["title"] == POSTING["title"]  # searched and shown to all: kept plain
+
+
+def test_a_job_past_its_expiry_leaves_the_listing_and_beat_marks_it_expired(client, database, connection, worker):
+    from beat.tasks import expire_jobs
+    from domain.jobs import service
+
+    employer = register(client, role="employer")
+    candidate = register(client)
+    soon = (utcnow() + timedelta(hours=1)).isoformat()
+    job = publish(client, employer, post_job(client, employer, expiresAt=soon)["id"])
+    assert client.simulate_get(f"/api/v1/jobs/{job['id']}", headers=candidate.auth).status_code == 200
+    with database.transaction() as session:
+        assert service.expire_jobs(session) == 0  # not yet
+    connection.execute(
+        text("UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = :id"), {"id": job["id"]}
+    )
+    assert client.simulate_get(f"/api/v1/jobs/{job['id']}", headers=candidate.auth).status_code == 404
+    assert expire_jobs.apply().get() == 1
+    mine = client.simulate_get(f"/api/v1/jobs/{job['id']}", headers=employer.auth).json
+    assert mine["status"] == "expired" and mine["closedAt"] is not None
+    assert client.simulate_post(f"/api/v1/jobs/{job['id']}/close", headers=employer.auth).status_code == 409

@@ -40,4 +40,4 @@ def test_the_reliability_settings_hold(settings, registered: set[str]) -> None:
     assert config["task_time_limit"] < config["broker_transport_options"]["visibility_timeout"]
     assert config["task_soft_time_limit"] < config["task_time_limit"]
     scheduled = {entry["task"] for entry in config["beat_schedule"].values()}
-    assert len(scheduled) == 6 and scheduled <= registered
+    assert len(scheduled) == 7 and scheduled <= registered
