@@ -8,7 +8,10 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
+
+from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from domain.core.errors import InvalidInput
 
@@ -48,3 +51,26 @@ def decode_cursor(value: str) -> Cursor:
     if cursor.created_at.tzinfo is None:
         raise InvalidInput("cursor is not valid", details=[{"field": "cursor", "message": "missing timezone"}])
     return cursor
+
+
+def newest_first(
+    session: Session,
+    query: Select[tuple[T]] | Select[T],
+    order: tuple[InstrumentedAttribute[datetime], InstrumentedAttribute[uuid.UUID]],
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[T]:
+    """One page of `query`'s rows, newest first by `order` (created_at, id), after `cursor`.
+
+    Raises InvalidInput for a cursor that is not a nextCursor of an earlier page.
+    """
+    created_at, row_id = order
+    if cursor:
+        after = decode_cursor(cursor)
+        query = query.where(tuple_(created_at, row_id) < tuple_(after.created_at, after.id))
+    rows: list[T] = list(session.scalars(query.order_by(created_at.desc(), row_id.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return Page(rows, None)
+    last = cast(Any, rows[limit - 1])
+    return Page(rows[:limit], encode_cursor(last.created_at, last.id))

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, tuple_
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, InvalidInput, NotFound
-from domain.core.pagination import Page, decode_cursor, encode_cursor
+from domain.core.pagination import Page, newest_first
 from domain.jobs.models import Job, JobStatus, RemoteType
 from domain.users.models import User
 
@@ -133,13 +133,8 @@ def list_jobs(session: Session, viewer: User, search: JobSearch, *, cursor: str 
         query = query.where(func.lower(Job.location) == search.location.lower())
     if search.remote_type is not None:
         query = query.where(Job.remote_type == search.remote_type)
-    if cursor:
-        after = decode_cursor(cursor)
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(after.created_at, after.id))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = list(session.scalars(query.options(selectinload(Job.employer))))
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return Page(rows[:limit], next_cursor)
+    query = query.options(selectinload(Job.employer))
+    return newest_first(session, query, (Job.created_at, Job.id), cursor=cursor, limit=limit)
 
 
 def _visible_to(viewer: User) -> Select[Job]:

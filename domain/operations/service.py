@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, NotFound
 from domain.core.logging import request_id_var
-from domain.core.pagination import Page, decode_cursor, encode_cursor
+from domain.core.pagination import Page, newest_first
 from domain.operations import routes
 from domain.operations.dispatch import stage_event, stage_task
 from domain.operations.models import TERMINAL, Operation, OperationStatus, OutboxMessage
@@ -91,12 +91,7 @@ def list_for_owner(
     query = select(Operation).where(Operation.user_id == owner_id)
     if status is not None:
         query = query.where(Operation.status == status)
-    if cursor:
-        after = decode_cursor(cursor)
-        query = query.where(tuple_(Operation.created_at, Operation.id) < tuple_(after.created_at, after.id))
-    rows = list(session.scalars(query.order_by(Operation.created_at.desc(), Operation.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return Page(items=rows[:limit], next_cursor=next_cursor)
+    return newest_first(session, query, (Operation.created_at, Operation.id), cursor=cursor, limit=limit)
 
 
 def cancel(session: Session, owner_id: uuid.UUID, operation_id: uuid.UUID) -> Operation:

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Select, false, func, select, tuple_
+from sqlalchemy import Select, false, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from domain.audit import service as audit
@@ -19,7 +19,7 @@ from domain.core.crypto import normalise_email
 from domain.core.db import utcnow
 from domain.core.encrypted import current_keyring
 from domain.core.errors import Conflict, InvalidInput, NotFound, RateLimited
-from domain.core.pagination import Page, decode_cursor, encode_cursor
+from domain.core.pagination import Page, newest_first
 from domain.jobs.models import Job, JobStatus
 from domain.notifications.models import Channel as NotificationChannel
 from domain.notifications.service import normalise_recipient
@@ -228,13 +228,8 @@ def list_references(
     query = _visible_to(viewer)
     if status is not None:
         query = query.where(Reference.status == status)
-    if cursor:
-        after = decode_cursor(cursor)
-        query = query.where(tuple_(Reference.created_at, Reference.id) < tuple_(after.created_at, after.id))
-    query = query.order_by(Reference.created_at.desc(), Reference.id.desc()).limit(limit + 1)
-    rows = list(session.scalars(query.options(selectinload(Reference.candidate))))
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return Page(rows[:limit], next_cursor)
+    query = query.options(selectinload(Reference.candidate))
+    return newest_first(session, query, (Reference.created_at, Reference.id), cursor=cursor, limit=limit)
 
 
 def _visible_to(viewer: User) -> Select[Reference]:

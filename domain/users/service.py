@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
@@ -17,7 +17,7 @@ from domain.core.config import Settings
 from domain.core.crypto import hash_token
 from domain.core.encrypted import current_keyring
 from domain.core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from domain.core.pagination import DEFAULT_LIMIT, Page, decode_cursor, encode_cursor
+from domain.core.pagination import DEFAULT_LIMIT, Page, newest_first
 from domain.users import mfa
 from domain.users.cache import UserCache
 from domain.users.models import SELF_SERVICE_ROLES, RefreshToken, Role, User, UserStatus
@@ -239,18 +239,12 @@ def list_users(
     limit: int = DEFAULT_LIMIT,
 ) -> Page[User]:
     """List users newest first, one keyset page at a time."""
-    query = select(User).order_by(User.created_at.desc(), User.id.desc()).limit(limit + 1)
+    query = select(User)
     if role is not None:
         query = query.where(User.role == role)
     if status is not None:
         query = query.where(User.status == status)
-    if cursor:
-        after = decode_cursor(cursor)
-        query = query.where(tuple_(User.created_at, User.id) < tuple_(after.created_at, after.id))
-    rows = list(session.execute(query).scalars())
-    items = rows[:limit]
-    more = len(rows) > limit
-    return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more else None)
+    return newest_first(session, query, (User.created_at, User.id), cursor=cursor, limit=limit)
 
 
 def administer_user(session: Session, admin: User, user_id: uuid.UUID, changes: dict[str, Any]) -> User:
