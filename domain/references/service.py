@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 from sqlalchemy import Select, false, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -39,6 +40,7 @@ from domain.references.questionnaires import CustomQuestion, questions_for
 from domain.users.models import Role, User
 
 MAX_OPEN_REQUESTS = 10
+Audience = Literal["candidate", "employer", "referrer"]
 # Sent to an employer when a reference becomes (or stops being) readable to them.
 SHARED_EVENT = "reference.shared"
 REMINDER_INTERVAL = timedelta(hours=24)
@@ -244,3 +246,10 @@ def _visible_to(viewer: User) -> Select[Reference]:
             return query.where(false())
         return query.where(Reference.referrer_email_index == viewer.email_index)
     return query.where(Reference.candidate_id == viewer.id)
+
+
+def audience_of(reference: Reference, viewer: User) -> Audience:
+    """Which view of a reference the viewer gets (they must be allowed to see it at all)."""
+    if reference.candidate_id == viewer.id:
+        return "candidate"
+    return "employer" if viewer.role == Role.EMPLOYER else "referrer"

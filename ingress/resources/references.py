@@ -18,7 +18,6 @@ from ingress.context import ApiRequest
 from ingress.endpoint import endpoint
 from ingress.schemas.operations import OperationOut
 from ingress.schemas.references import (
-    Audience,
     ReferenceAccepted,
     ReferenceCreate,
     ReferenceListQuery,
@@ -38,12 +37,6 @@ MAX_USER_AGENT = 512
 def visitor(req: ApiRequest) -> Visitor:
     """The caller as the server sees them (kept sealed with the reference, for fraud signals)."""
     return Visitor(ip=req.context.client_ip, user_agent=(req.user_agent or "")[:MAX_USER_AGENT])
-
-
-def audience(reference: Reference, viewer: User) -> Audience:
-    if reference.candidate_id == viewer.id:
-        return "candidate"
-    return "employer" if viewer.role == Role.EMPLOYER else "referrer"
 
 
 class ReferenceList:
@@ -66,7 +59,7 @@ class ReferenceList:
             cursor=query.cursor,
             limit=query.limit,
         )
-        items = [ReferenceOut.of(r, audience(r, viewer)) for r in page.items]
+        items = [ReferenceOut.of(r, references.audience_of(r, viewer)) for r in page.items]
         resp.media = {"items": [item.to_json() for item in items], "nextCursor": page.next_cursor}
 
     @endpoint(
@@ -115,7 +108,7 @@ class ReferenceItem:
         viewer = req.context.user
         session = req.context.session
         reference = references.visible_reference(session, viewer, reference_id)
-        seen_as = audience(reference, viewer)
+        seen_as = references.audience_of(reference, viewer)
         shares = None
         if seen_as == "candidate":
             shares = [ShareOut.of(share, employer) for share, employer in sharing.active_shares(session, reference)]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import EmailStr, Field, model_validator
 
 from domain.references.models import Reference, ReferenceShare
+from domain.references.service import Audience
 from domain.users.models import User
 from ingress.schemas.common import PageQuery, RequestModel, ResponseModel
 from ingress.schemas.operations import OperationOut
@@ -23,7 +24,6 @@ RelationshipName = Literal["manager", "peer", "direct_report", "client", "academ
 StatusName = Literal["pending", "sent", "opened", "submitted", "verified", "flagged", "declined", "expired", "revoked"]
 ChannelName = Literal["email", "sms"]
 QuestionKind = Literal["rating", "text"]
-Audience = Literal["candidate", "employer", "referrer"]
 
 
 class ReferrerIn(RequestModel):
