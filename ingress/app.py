@@ -23,7 +23,19 @@ from domain.verification.models import Channel
 from ingress import errors, middleware, openapi
 from ingress.context import ApiRequest, Services
 from ingress.dispatch import celery_sender
-from ingress.resources import audit, auth, jobs, operations, ops, referee, references, users, verification
+from ingress.resources import (
+    ai,
+    audit,
+    auth,
+    job_analysis,
+    jobs,
+    operations,
+    ops,
+    referee,
+    references,
+    users,
+    verification,
+)
 
 API = "/api/v1"
 VERSION = "0.1.0"
@@ -52,10 +64,13 @@ def api_routes(services: Services) -> list[tuple[str, object]]:
         (f"{API}/operations/probe", operations.OperationProbe()),
         (f"{API}/operations/{{operation_id:uuid}}", operations.OperationItem()),
         (f"{API}/operations/{{operation_id:uuid}}/cancel", operations.OperationCancel()),
-        (f"{API}/jobs", jobs.JobList()),
+        (f"{API}/jobs", jobs.JobList(services)),
         (f"{API}/jobs/{{job_id:uuid}}", jobs.JobItem()),
         (f"{API}/jobs/{{job_id:uuid}}/publish", jobs.JobPublish()),
         (f"{API}/jobs/{{job_id:uuid}}/close", jobs.JobClose()),
+        (f"{API}/jobs/{{job_id:uuid}}/analysis", job_analysis.JobAnalysisRequest()),
+        (f"{API}/ai/usage", ai.MyUsage()),
+        (f"{API}/admin/ai/usage", ai.AllUsage()),
         (f"{API}/references", references.ReferenceList()),
         (f"{API}/references/{{reference_id:uuid}}", references.ReferenceItem()),
         (f"{API}/references/{{reference_id:uuid}}/reminders", references.ReferenceReminders()),

@@ -93,7 +93,13 @@ def run() -> int:
 
 
 # Pools per queue: I/O-bound queues (providers, broker, database) take gevent with many
-# greenlets; `ai` and `audit` stay prefork (CPU work, and an ordered chain for audit).
+# greenlets; `audit` stays prefork (an ordered chain), and so does `ai` with the local
+# heuristics (CPU work). With a language model `ai` waits on the network for seconds per
+# call: a gevent pool keeps 50 calls in flight where prefork would idle (AI_POOLS).
+AI_POOLS = {
+    "local": ["--pool", "prefork", "--concurrency", "2"],
+    "openrouter": ["--pool", "gevent", "--concurrency", "50"],
+}
 WORKER_POOLS = {
     "ai": ["--pool", "prefork", "--concurrency", "2"],
     "email": ["--pool", "gevent", "--concurrency", "20"],
@@ -119,7 +125,8 @@ def process_commands(settings: Settings, *, all_queues_in_one_worker: bool = Fal
     if all_queues_in_one_worker:
         commands["worker"] = worker_command(list(WORKER_POOLS), ["--pool", "gevent", "--concurrency", "20"])
     else:
-        commands |= {f"worker-{queue}": worker_command([queue], pool) for queue, pool in WORKER_POOLS.items()}
+        pools = {**WORKER_POOLS, "ai": AI_POOLS[settings.ai_provider]}
+        commands |= {f"worker-{queue}": worker_command([queue], pool) for queue, pool in pools.items()}
     commands["beat"] = [*celery, "beat", "--loglevel", "INFO"]
     commands["flower"] = [*celery, "flower", f"--port={settings.flower_port}", "--address=127.0.0.1"]
     return commands

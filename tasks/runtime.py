@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 import redis
 
+from domain.ai.features import AiFeatures, build_features
 from domain.core.config import Settings, load_settings
 from domain.core.crypto import KeyRing
 from domain.core.db import Database
 from domain.core.encrypted import install_keyring
 from domain.core.events import EventPublisher
 from domain.core.redis import create_redis
+from domain.jobs.cache import ListingCache, track_job_changes
 from domain.notifications.providers import EmailProvider, SmsProvider, email_provider, sms_provider
 from domain.operations.dispatch import Dispatcher, OutgoingTask
 from domain.users.cache import UserCache, track_user_changes
@@ -27,6 +29,7 @@ class Runtime:
     dispatcher: Dispatcher
     email: EmailProvider
     sms: SmsProvider
+    ai: AiFeatures
 
 
 _current: dict[int, Runtime] = {}
@@ -51,5 +54,14 @@ def build_runtime(settings: Settings) -> Runtime:
     database = Database.from_settings(settings)
     client = create_redis(settings)
     track_user_changes(database, UserCache(client, settings.master_key))
+    track_job_changes(database, ListingCache(client, settings.job_listing_cache_seconds))
     dispatcher = Dispatcher(database, send_task, EventPublisher(client)).install()
-    return Runtime(settings, database, client, dispatcher, email_provider(settings), sms_provider(settings))
+    return Runtime(
+        settings,
+        database,
+        client,
+        dispatcher,
+        email_provider(settings),
+        sms_provider(settings),
+        build_features(settings, database, client),
+    )

@@ -2,7 +2,7 @@
 
 It needs no network and gives the same assessment for the same answers every time, so it
 is what runs when no model provider is configured, and in tests. Its summary says that
-no language model was used.
+no language model was used, and never quotes the referee's answers.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from domain.ai.schemas import CitedSentence, Contradiction, ReferenceAssessment, Scored
 from domain.references.signals import Signal
 
 RELATIONSHIP_LABELS: dict[str, str] = {
@@ -34,62 +35,64 @@ CONCRETE_MARKERS = 3
 BRIEF_WORDS = 30
 DETAILED_WORDS = 120
 
-ACTION_WORDS = frozenset(
-    {
-        "built",
-        "coached",
-        "created",
-        "delivered",
-        "designed",
-        "developed",
-        "drove",
-        "implemented",
-        "improved",
-        "increased",
-        "launched",
-        "led",
-        "managed",
-        "mentored",
-        "migrated",
-        "negotiated",
-        "organised",
-        "organized",
-        "owned",
-        "reduced",
-        "resolved",
-        "shipped",
-        "trained",
-    }
-)
-PERIOD_WORDS = frozenset(
-    {
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-        "q1",
-        "q2",
-        "q3",
-        "q4",
-        "quarter",
-        "semester",
-        "sprint",
-        "months",
-        "weeks",
-        "years",
-    }
-)
+HIGH_RATING = 4.0
+LOW_RATING = 2.0
+MISMATCH_PENALTY = 70
+"""Consistency lost when the written answers read wholly against the ratings (less when mixed)."""
+SHOWN_CUES = 5
+CONTRADICTION_GAP = 3
+"""Two referees' ratings of one question this far apart (e.g. 5 and 2) contradict each other."""
+MAX_CONTRADICTIONS = 20
+MAX_SENTENCES = 12
+MAX_SENTENCE_CHARS = 600
+MAX_CITES = 20
+MAX_QUESTION_CHARS = 300
+
+# Vocabulary, kept compact.
+# fmt: off
+ACTION_WORDS = frozenset({
+    "built", "coached", "created", "delivered", "designed", "developed", "drove", "implemented", "improved",
+    "increased", "launched", "led", "managed", "mentored", "migrated", "negotiated", "organised", "organized", "owned",
+    "reduced", "resolved", "shipped", "trained",
+})
+PERIOD_WORDS = frozenset({
+    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november",
+    "december", "q1", "q2", "q3", "q4", "quarter", "semester", "sprint", "months", "weeks", "years",
+})
 EXAMPLE_PHRASES = ("for example", "for instance", "e g", "such as", "in particular", "specifically")
+# Tone cues for consistency; negated by a preceding negator ("never late", "not very reliable").
+POSITIVE_CUES = (
+    "excellent", "outstanding", "exceptional", "reliable", "dependable", "trustworthy", "great", "brilliant", "superb",
+    "impressive", "strong", "talented", "skilled", "dedicated", "diligent", "thorough", "proactive", "helpful", "good",
+    "recommend", "exceeded", "excelled", "punctual", "asset", "pleasure", "on time", "above and beyond",
+)
+NEGATIVE_CUES = (
+    "struggled", "struggles", "struggling", "late", "poor", "poorly", "unreliable", "however", "weak", "careless",
+    "sloppy", "missed", "miss", "misses", "disappointing", "disappointed", "lazy", "inconsistent", "mediocre",
+    "complaints", "rude", "unprofessional", "dishonest", "bad", "lacked", "lacking", "lacks", "needs improvement",
+    "need improvement", "room for improvement", "below expectations",
+)
+NEUTRAL_CUES = ("in late", "not only")  # consumed so that "in late March" or "not only reliable" read right
+NEGATORS = frozenset({
+    "not", "never", "no", "hardly", "rarely", "seldom", "without", "nor", "cannot", "can't", "didn't", "don't",
+    "doesn't", "wasn't", "isn't",
+})
+INTENSIFIERS = frozenset({
+    "very", "always", "so", "too", "particularly", "especially", "really", "that", "overly", "quite", "entirely",
+    "fully",
+})
+# fmt: on
+MARKER_KINDS = ("number", "action", "period", "example")
+TONE_CUES: dict[str, int] = {
+    **dict.fromkeys(POSITIVE_CUES, 1),
+    **dict.fromkeys(NEGATIVE_CUES, -1),
+    **dict.fromkeys(NEUTRAL_CUES, 0),
+}
+_ONE_SIDED = {(True, False): "ratings but no written answers", (False, True): "written answers but no ratings"}
+_CUES = sorted(((tuple(cue.split()), tone) for cue, tone in TONE_CUES.items()), key=lambda item: -len(item[0]))
 
 HEADER = "Automated heuristic assessment (no language model was used)."
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 
 
 @dataclass(frozen=True)
@@ -112,24 +115,12 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Assessment:
-    """A verifier's verdict on one reference: a 0..100 score and a summary for a reader."""
+class OtherReference:
+    """Another referee's answers for the same candidate, to compare ratings with."""
 
-    score: int
-    summary: str
-    provider: str
-    model: str
-    deterministic: bool
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the assessment as the API shows it."""
-        return {
-            "score": self.score,
-            "summary": self.summary,
-            "provider": self.provider,
-            "model": self.model,
-            "deterministic": self.deterministic,
-        }
+    id: str
+    relationship: str
+    answers: tuple[Answer, ...]
 
 
 @dataclass(frozen=True)
@@ -137,16 +128,23 @@ class _Reading:
     """What the heuristics take from the answers."""
 
     ratings: tuple[int, ...]
+    rated_ids: tuple[str, ...]
+    text_ids: tuple[str, ...]
     text_answers: int
     word_count: int
     markers: frozenset[str]
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+
+    @property
+    def average(self) -> float:
+        """Return the average rating 1..5 (0 without ratings)."""
+        return sum(self.ratings) / len(self.ratings) if self.ratings else 0.0
 
     @property
     def rating_score(self) -> float:
         """Scale the average rating 1..5 to 0..100 (0 without ratings)."""
-        if not self.ratings:
-            return 0.0
-        return (sum(self.ratings) / len(self.ratings) - 1) * 25
+        return (self.average - 1) * 25 if self.ratings else 0.0
 
     @property
     def text_score(self) -> float:
@@ -167,7 +165,7 @@ class LocalVerifier:
     """Assess a reference with fixed heuristics; same input, same assessment."""
 
     provider = "local"
-    model = "deepref-heuristics-v1"
+    model = "deepref-heuristics-v2"
 
     def assess(
         self,
@@ -175,23 +173,31 @@ class LocalVerifier:
         questions: Sequence[Question],
         answers: Sequence[Answer],
         signals: Sequence[Signal],
-    ) -> Assessment:
-        """Score the answers to the asked questions and summarise why.
+        others: Sequence[OtherReference] = (),
+    ) -> ReferenceAssessment:
+        """Score the answers to the asked questions, explain why, and compare them with `others`.
 
-        Answers to questions not in `questions` are ignored; ratings outside 1..5 are
-        clamped. An unknown relationship is called "referee" in the summary.
+        Answers to questions not in `questions` are ignored (the others' too); ratings
+        outside 1..5 are clamped. An unknown relationship is called "referee" in the summary.
         """
         reading = _read(questions, answers)
         score = _score(reading, signals)
+        contradictions = _contradictions(questions, answers, others)
         label = RELATIONSHIP_LABELS.get(relationship, "referee")
-        sentences = [
-            HEADER,
-            _answers_sentence(label, reading),
+        head = [
+            CitedSentence(text=HEADER, cites=[]),
+            CitedSentence(text=_ratings_sentence(label, reading), cites=_cites(reading.rated_ids)),
+            CitedSentence(text=_text_sentence(reading), cites=_cites(reading.text_ids)),
             *_signals_sentence(signals),
-            _score_sentence(score, reading),
         ]
-        return Assessment(
-            score=score, summary=" ".join(sentences), provider=self.provider, model=self.model, deterministic=True
+        tail = CitedSentence(text=_score_sentence(score, reading), cites=[])
+        room = MAX_SENTENCES - len(head) - 1
+        return ReferenceAssessment(
+            score=score,
+            consistency=_consistency(reading),
+            specificity=_specificity(reading),
+            sentences=[*head, *_contradiction_sentences(contradictions, room), tail],
+            contradictions=contradictions,
         )
 
 
@@ -200,8 +206,22 @@ def _read(questions: Sequence[Question], answers: Sequence[Answer]) -> _Reading:
     given = [answer for answer in answers if answer.question_id in asked]
     ratings = tuple(_clamp(answer.rating, 1, 5) for answer in given if answer.rating is not None)
     texts = [answer.text for answer in given if answer.text and answer.text.strip()]
-    words = re.findall(r"[^\W_]+(?:['\u2019][^\W_]+)*", "\n".join(texts).lower())
-    return _Reading(ratings=ratings, text_answers=len(texts), word_count=len(words), markers=_markers(words))
+    words = _words("\n".join(texts))
+    cues = [cue for text in texts for cue in _tone_cues(_words(text))]
+    return _Reading(
+        ratings=ratings,
+        rated_ids=tuple(answer.question_id for answer in given if answer.rating is not None),
+        text_ids=tuple(answer.question_id for answer in given if answer.text and answer.text.strip()),
+        text_answers=len(texts),
+        word_count=len(words),
+        markers=_markers(words),
+        positive=tuple(cue for cue, tone in cues if tone > 0),
+        negative=tuple(cue for cue, tone in cues if tone < 0),
+    )
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace("\u2019", "'"))
 
 
 def _markers(words: Sequence[str]) -> frozenset[str]:
@@ -214,6 +234,32 @@ def _markers(words: Sequence[str]) -> frozenset[str]:
     return frozenset(found)
 
 
+def _tone_cues(words: Sequence[str]) -> list[tuple[str, int]]:
+    """Return the tone cues in the words, each flipped when negated ("never late", "not very reliable")."""
+    found: list[tuple[str, int]] = []
+    i = 0
+    while i < len(words):
+        cue = next((item for item in _CUES if tuple(words[i : i + len(item[0])]) == item[0]), None)
+        if cue is None:
+            i += 1
+            continue
+        phrase, tone = cue
+        start = _negation_start(words, i)
+        if tone:
+            found.append((" ".join(words[start : i + len(phrase)]), -tone if start < i else tone))
+        i += len(phrase)
+    return found
+
+
+def _negation_start(words: Sequence[str], i: int) -> int:
+    """Return where a negation of the cue at `i` starts ("not", "not always"), or `i` when it is not negated."""
+    if i >= 1 and words[i - 1] in NEGATORS:
+        return i - 1
+    if i >= 2 and words[i - 1] in INTENSIFIERS and words[i - 2] in NEGATORS:
+        return i - 2
+    return i
+
+
 def _score(reading: _Reading, signals: Sequence[Signal]) -> int:
     weight = reading.rating_weight / 100
     base = weight * reading.rating_score + (1 - weight) * reading.text_score
@@ -221,42 +267,126 @@ def _score(reading: _Reading, signals: Sequence[Signal]) -> int:
     return _clamp(round(base) - penalty, 0, 100)
 
 
-def _answers_sentence(label: str, reading: _Reading) -> str:
-    if reading.ratings:
-        average = sum(reading.ratings) / len(reading.ratings)
-        across = _count(len(reading.ratings), "question")
-        rated = f"The {label} rated the candidate {average:.1f}/5 on average across {across}"
-    else:
-        rated = f"The {label} gave no ratings"
-    return f"{rated}; {_text_clause(reading)}."
-
-
-def _text_clause(reading: _Reading) -> str:
+def _specificity(reading: _Reading) -> Scored:
     if not reading.text_answers:
-        return "no written answers were given"
+        return Scored(score=0, notes="No written answers were given, so there is no detail to assess.")
+    kinds = [_count(sum(m.startswith(f"{kind}:") for m in reading.markers), kind) for kind in MARKER_KINDS]
+    found = ", ".join(kind for kind in kinds if not kind.startswith("0 "))
+    details = (
+        f"{_count(len(reading.markers), 'distinct concrete detail')} ({found})" if found else "no concrete details"
+    )
+    return Scored(
+        score=round(reading.text_score),
+        notes=(
+            f"{_count(reading.word_count, 'word')} in {_count(reading.text_answers, 'written answer')} with {details}; "
+            f"half the score is for length (full at {FULL_LENGTH_WORDS} words), half for concrete details such as "
+            f"numbers, actions, periods and examples (full at {FULL_SPECIFICITY_MARKERS})."
+        ),
+    )
+
+
+def _consistency(reading: _Reading) -> Scored:
+    if not reading.ratings or not reading.text_answers:
+        missing = _ONE_SIDED.get((bool(reading.ratings), bool(reading.text_answers)), "no answers")
+        return Scored(score=100, notes=f"Not checked: there are {missing} to compare, so nothing contradicts.")
+    average, positive, negative = reading.average, len(reading.positive), len(reading.negative)
+    cues = f"{_count(positive, 'positive cue')} and {_count(negative, 'negative cue')}"
+    if not positive and not negative:
+        notes = f"The written answers use no clearly positive or negative wording to compare with the {average:.1f}/5"
+        return Scored(score=100, notes=f"{notes} average rating.")
+    balance = (positive - negative) / (positive + negative)
+    if average >= HIGH_RATING and balance < 0:
+        return _mismatch(f"high ({average:.1f}/5 on average)", "negative", cues, reading.negative, balance)
+    if average <= LOW_RATING and balance > 0:
+        return _mismatch(f"low ({average:.1f}/5 on average)", "positive", cues, reading.positive, balance)
+    agree = (average >= HIGH_RATING and balance > 0) or (average <= LOW_RATING and balance < 0)
+    verb = "agree with" if agree else "do not contradict"
+    return Scored(score=100, notes=f"The written answers ({cues}) {verb} the {average:.1f}/5 average rating.")
+
+
+def _mismatch(ratings: str, tone: str, cues: str, found: Sequence[str], balance: float) -> Scored:
+    shown = ", ".join(f'"{cue}"' for cue in list(dict.fromkeys(found))[:SHOWN_CUES])
+    return Scored(
+        score=100 - round(MISMATCH_PENALTY * abs(balance)),
+        notes=f"The ratings are {ratings} but the written answers read {tone} ({cues}, e.g. {shown}).",
+    )
+
+
+def _contradictions(
+    questions: Sequence[Question], answers: Sequence[Answer], others: Sequence[OtherReference]
+) -> list[Contradiction]:
+    texts = {question.id: question.text for question in questions}
+    mine = _ratings_by_question(questions, answers)
+    found: list[Contradiction] = []
+    for other in others:
+        theirs = _ratings_by_question(questions, other.answers)
+        label = RELATIONSHIP_LABELS.get(other.relationship)
+        referee = f"another referee ({label})" if label else "another referee"
+        for question_id, rating in mine.items():
+            their = theirs.get(question_id)
+            if their is None or abs(rating - their) < CONTRADICTION_GAP:
+                continue
+            question = _shorten(texts[question_id])
+            description = f'This referee rated "{question}" {rating}/5; {referee} rated it {their}/5.'
+            found.append(Contradiction(reference_id=other.id, question_id=question_id, description=description))
+    return found[:MAX_CONTRADICTIONS]
+
+
+def _ratings_by_question(questions: Sequence[Question], answers: Sequence[Answer]) -> dict[str, int]:
+    """Return each asked question's first rating (clamped to 1..5), in question order."""
+    rated: dict[str, int] = {}
+    for answer in answers:
+        if answer.rating is not None and answer.question_id not in rated:
+            rated[answer.question_id] = _clamp(answer.rating, 1, 5)
+    return {question.id: rated[question.id] for question in questions if question.id in rated}
+
+
+def _contradiction_sentences(contradictions: Sequence[Contradiction], room: int) -> list[CitedSentence]:
+    """One sentence per contradiction; when they do not fit in `room`, the rest are counted in one sentence."""
+    sentences = [
+        CitedSentence(text=item.description, cites=_cites([item.question_id or ""])) for item in contradictions
+    ]
+    if len(sentences) <= room:
+        return sentences
+    rest = contradictions[room - 1 :]
+    text = f"{len(rest)} more ratings differ by {CONTRADICTION_GAP} points or more from other referees' ratings."
+    return [*sentences[: room - 1], CitedSentence(text=text, cites=_cites([item.question_id or "" for item in rest]))]
+
+
+def _ratings_sentence(label: str, reading: _Reading) -> str:
+    if not reading.ratings:
+        return f"The {label} gave no ratings."
+    across = _count(len(reading.ratings), "question")
+    return f"The {label} rated the candidate {reading.average:.1f}/5 on average across {across}."
+
+
+def _text_sentence(reading: _Reading) -> str:
+    if not reading.text_answers:
+        return "No written answers were given."
     single = reading.text_answers == 1
-    subject, give = ("the written answer is", "gives") if single else ("the written answers are", "give")
-    if reading.word_count < BRIEF_WORDS:
-        depth = "brief"
-    elif reading.word_count < DETAILED_WORDS:
-        depth = "moderately detailed"
-    else:
-        depth = "detailed"
+    subject, give = ("The written answer is", "gives") if single else ("The written answers are", "give")
+    words = reading.word_count
+    depth = "brief" if words < BRIEF_WORDS else "moderately detailed" if words < DETAILED_WORDS else "detailed"
     if len(reading.markers) >= CONCRETE_MARKERS:
         detail = f"and {give} concrete examples"
     elif reading.markers:
         detail = f"and {give} few specifics"
     else:
         detail = f"but {give} no concrete examples"
-    return f"{subject} {depth} ({_count(reading.word_count, 'word')}) {detail}"
+    return f"{subject} {depth} ({_count(reading.word_count, 'word')}) {detail}."
 
 
-def _signals_sentence(signals: Sequence[Signal]) -> list[str]:
+def _signals_sentence(signals: Sequence[Signal]) -> list[CitedSentence]:
     if not signals:
         return []
     found = "fraud signal was found" if len(signals) == 1 else "fraud signals were found"
     reasons = "; ".join(signal.message.rstrip(".") for signal in signals)
-    return [f"{len(signals)} {found}: {reasons}."]
+    text = f"{len(signals)} {found}: {reasons}."
+    if len(text) > MAX_SENTENCE_CHARS:
+        strong = sum(signal.severity == "strong" for signal in signals)
+        counted = f"{strong} strong, {len(signals) - strong} weak"
+        text = f"{len(signals)} {found} ({counted}); see the list of signals for each reason."
+    return [CitedSentence(text=text, cites=[])]
 
 
 def _score_sentence(score: int, reading: _Reading) -> str:
@@ -268,6 +398,16 @@ def _score_sentence(score: int, reading: _Reading) -> str:
         f"Score {score}/100: {basis}, minus {PENALTIES['strong']} per strong and {PENALTIES['weak']} per weak "
         f"fraud signal."
     )
+
+
+def _cites(question_ids: Sequence[str]) -> list[str]:
+    """Return the distinct non-empty ids in order, at most `MAX_CITES`."""
+    return list(dict.fromkeys(qid for qid in question_ids if qid))[:MAX_CITES]
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_QUESTION_CHARS else f"{text[: MAX_QUESTION_CHARS - 1].rstrip()}…"
 
 
 def _count(number: int, noun: str) -> str:

@@ -7,7 +7,7 @@ import binascii
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +42,19 @@ class Settings(BaseModel):
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     ai_provider: Literal["local", "openrouter"] = "local"
+    openrouter_api_key: str | None = Field(default=None, repr=False)
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    # Models in order of preference; the later ones are fallbacks.
+    ai_models: tuple[str, ...] = ("openai/gpt-4o-mini", "anthropic/claude-3.5-haiku")
+    ai_timeout_seconds: float = Field(default=30.0, gt=0)
+    # HTTP attempts per model before falling back to the next one.
+    ai_attempts_per_model: int = Field(default=3, ge=1)
+    # A model's breaker opens after this many failures in a row, for the cool-down.
+    ai_breaker_failures: int = Field(default=5, ge=1)
+    ai_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Per user: AI requests per minute and spend per UTC day.
+    ai_requests_per_minute: int = Field(default=10, ge=1)
+    ai_daily_budget_usd: float = Field(default=1.0, ge=0)
     smtp_url: str | None = None
     email_from: str = "DeepRef <no-reply@deepref.local>"
     sms_provider: Literal["file", "twilio"] = "file"
@@ -63,6 +76,8 @@ class Settings(BaseModel):
     reference_sweep_seconds: float = Field(default=300.0, gt=0)
     # Referee link requests per minute, per link and per client IP.
     referee_rate_limit_per_minute: int = Field(default=30, ge=1)
+    # Seconds a public job-listing page may be served from Redis; 0 disables the cache.
+    job_listing_cache_seconds: float = Field(default=30.0, ge=0)
     relay_max_connections: int = Field(default=10_000, ge=1)
     relay_heartbeat_seconds: float = Field(default=15.0, gt=0)
     ingress_port: int = 8000
@@ -94,6 +109,8 @@ class Settings(BaseModel):
             raise ValueError(
                 "TASK_TIME_LIMIT must be below CELERY_VISIBILITY_TIMEOUT, or running tasks get delivered twice"
             )
+        if self.ai_provider == "openrouter" and not (self.openrouter_api_key and self.ai_models):
+            raise ValueError("AI_PROVIDER=openrouter needs OPENROUTER_API_KEY and AI_MODELS")
         if self.sms_provider == "twilio" and not (self.twilio_account_sid and self.twilio_auth_token):
             raise ValueError("SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
         return self
@@ -144,6 +161,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             allowed_origins=_csv(env.get("ALLOWED_ORIGINS", "")),
             trusted_proxies=_csv(env.get("TRUSTED_PROXIES", "127.0.0.1")),
             ai_provider=env.get("AI_PROVIDER", "local"),
+            **_ai_settings(env),
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM", "DeepRef <no-reply@deepref.local>"),
             sms_provider=env.get("SMS_PROVIDER", "file"),
@@ -160,6 +178,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             audit_anchor_seconds=float(env.get("AUDIT_ANCHOR_SECONDS", "3600")),
             reference_sweep_seconds=float(env.get("REFERENCE_SWEEP_SECONDS", "300")),
             referee_rate_limit_per_minute=int(env.get("REFEREE_RATE_LIMIT_PER_MINUTE", "30")),
+            job_listing_cache_seconds=float(env.get("JOB_LISTING_CACHE_SECONDS", "30")),
             relay_max_connections=int(env.get("RELAY_MAX_CONNECTIONS", "10000")),
             relay_heartbeat_seconds=float(env.get("RELAY_HEARTBEAT_SECONDS", "15")),
             ingress_port=int(env.get("INGRESS_PORT", "8000")),
@@ -178,6 +197,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"invalid settings: {problems}") from exc
     except ValueError as exc:
         raise SettingsError(f"invalid settings: {exc}") from exc
+
+
+def _ai_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """The AI gateway's settings that the environment sets (the rest keep their defaults)."""
+    names: dict[str, tuple[str, Callable[[str], object]]] = {
+        "OPENROUTER_API_KEY": ("openrouter_api_key", str),
+        "OPENROUTER_BASE_URL": ("openrouter_base_url", lambda v: v.rstrip("/")),
+        "AI_MODELS": ("ai_models", _csv),
+        "AI_TIMEOUT_SECONDS": ("ai_timeout_seconds", float),
+        "AI_ATTEMPTS_PER_MODEL": ("ai_attempts_per_model", int),
+        "AI_BREAKER_FAILURES": ("ai_breaker_failures", int),
+        "AI_BREAKER_COOLDOWN_SECONDS": ("ai_breaker_cooldown_seconds", float),
+        "AI_REQUESTS_PER_MINUTE": ("ai_requests_per_minute", int),
+        "AI_DAILY_BUDGET_USD": ("ai_daily_budget_usd", float),
+    }
+    return {field: parse(env[name]) for name, (field, parse) in names.items() if env.get(name)}
 
 
 def _secrets(env: Mapping[str, str], mode: str, var_dir: Path) -> tuple[str, bytes]:

@@ -2,6 +2,7 @@
 
 
 def import_all() -> None:
+    import domain.ai.models
     import domain.audit.models
     import domain.idempotency.models
     import domain.jobs.models

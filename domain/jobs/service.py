@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session, selectinload
 
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, InvalidInput, NotFound
-from domain.core.pagination import Page, newest_first
+from domain.core.pagination import Cursor, Page, decode_cursor, encode_cursor
 from domain.jobs.models import Job, JobStatus, RemoteType
 from domain.users.models import User
 
@@ -20,6 +20,8 @@ EDITABLE = frozenset({JobStatus.DRAFT, JobStatus.PUBLISHED})
 # Fields `update_job` may change; the encrypted ones are set through their attributes.
 EXPIRY_BATCH = 100
 CHANGEABLE = ("title", "description", "requirements", "location", "remote_type", "salary_range", "expires_at")
+# The listing's keyset order.
+NEWEST_FIRST = (Job.created_at.desc(), Job.id.desc())
 
 
 @dataclass(frozen=True)
@@ -126,21 +128,78 @@ def list_jobs(session: Session, viewer: User, search: JobSearch, *, cursor: str 
     `q` is a full-text search over titles (web-search syntax: words, "phrases", -exclusions);
     `location` matches regardless of case.
     """
-    query = _visible_to(viewer)
+    return browse_jobs(session, viewer, search, cursor=cursor, limit=limit).page
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A page of `list_jobs`, with what a cache of it must know."""
+
+    page: Page[Job]
+    # Time alone changes the page when a posting on it, or the one right after it (which
+    # decides whether there is a next page), expires; None when none of them has an expiry.
+    stable_until: datetime | None
+    # None of the postings read is the viewer's own: the page is the same for every viewer
+    # who owns no posting, so it may be shared.
+    public: bool
+
+
+def browse_jobs(session: Session, viewer: User, search: JobSearch, *, cursor: str | None, limit: int) -> Listing:
+    """The page `list_jobs` returns, with until when it holds and whether it depends on the viewer.
+
+    Raises InvalidInput for a cursor that is not a nextCursor of an earlier page.
+    """
+    after = decode_cursor(cursor) if cursor else None
+    # One posting beyond the page: it decides whether there is a next page.
+    fetched = list(session.scalars(listing_query(viewer, search, after, limit + 1)))
+    shown = fetched[:limit]
+    next_cursor = encode_cursor(shown[-1].created_at, shown[-1].id) if len(fetched) > limit else None
+    return Listing(
+        page=Page(shown, next_cursor),
+        stable_until=min((job.expires_at for job in fetched if job.expires_at is not None), default=None),
+        public=all(job.employer_id != viewer.id for job in fetched),
+    )
+
+
+def listing_query(viewer: User, search: JobSearch, after: Cursor | None, rows: int) -> Select[Job]:
+    """The statement `list_jobs` sends: the first `rows` postings after `after` it lists, newest first."""
+    if search.q:
+        # The GIN index finds the matches, sorted afterwards: an ordered index scan filtering on a
+        # word rarer than the planner thinks would read the whole index.
+        query = _matching(_visible_to(viewer), search, after)
+    else:
+        # Published postings and the viewer's other ones each walk their own ordered index
+        # (ix_jobs_published_created_at, ix_jobs_employer_id_created_at) and stop after `rows`:
+        # one scan of their OR could use neither and would sort every published posting.
+        public = select(Job.id).where(Job.deleted_at.is_(None), _live())
+        own = select(Job.id).where(Job.deleted_at.is_(None), Job.employer_id == viewer.id, not_(_live()))
+        parts = (_matching(part, search, after).order_by(*NEWEST_FIRST).limit(rows) for part in (public, own))
+        query = select(Job).where(Job.id.in_(union_all(*parts)))
+    return query.order_by(*NEWEST_FIRST).limit(rows).options(selectinload(Job.employer))
+
+
+Q = TypeVar("Q", bound=Select[Any])
+
+
+def _matching(query: Q, search: JobSearch, after: Cursor | None) -> Q:
     if search.q:
         query = query.where(Job.search.op("@@")(func.websearch_to_tsquery("simple", search.q)))
     if search.location:
         query = query.where(func.lower(Job.location) == search.location.lower())
     if search.remote_type is not None:
         query = query.where(Job.remote_type == search.remote_type)
-    query = query.options(selectinload(Job.employer))
-    return newest_first(session, query, (Job.created_at, Job.id), cursor=cursor, limit=limit)
+    if after is not None:
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(after.created_at, after.id))
+    return query
+
+
+def _live() -> ColumnElement[bool]:
+    # A published job past its expiry is hidden at once, before beat marks it expired.
+    return and_(Job.status == JobStatus.PUBLISHED, or_(Job.expires_at.is_(None), Job.expires_at > func.now()))
 
 
 def _visible_to(viewer: User) -> Select[Job]:
-    # A published job past its expiry is hidden at once, before beat marks it expired.
-    live = and_(Job.status == JobStatus.PUBLISHED, or_(Job.expires_at.is_(None), Job.expires_at > func.now()))
-    return select(Job).where(Job.deleted_at.is_(None), or_(live, Job.employer_id == viewer.id))
+    return select(Job).where(Job.deleted_at.is_(None), or_(_live(), Job.employer_id == viewer.id))
 
 
 def _check_expiry(expires_at: datetime | None) -> None:

@@ -1,20 +1,25 @@
 """Verifying a submitted reference: fraud signals from what the server saw, then an assessment.
 
-Runs on the `ai` queue. A reference is verified once: a redelivered task finds it
-completed and returns it as it is.
+Runs on the `ai` queue in two steps around the assessment, which may take a language
+model seconds: `prepare_verification` only reads (the caller may then end its
+transaction), `complete_verification` stores the outcome. A reference is verified once:
+a redelivered task finds it completed and returns it as it is.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.ai.local import Answer, Assessment
+from domain.ai.features import ReferenceAnswers
+from domain.ai.local import Answer, OtherReference
 from domain.ai.local import Question as AskedQuestion
+from domain.ai.schemas import AiResult, ReferenceAssessment
 from domain.audit import service as audit
 from domain.audit.service import Fact, Scalar
 from domain.core.db import utcnow
@@ -29,46 +34,72 @@ COMPARED_REFERENCES = 50
 ANSWERED = (ReferenceStatus.SUBMITTED, ReferenceStatus.VERIFIED, ReferenceStatus.FLAGGED)
 
 
-class Verifier(Protocol):
-    """What assesses a reference's answers (the local heuristics, or a language model)."""
+@dataclass(frozen=True)
+class Submission:
+    """A submitted reference, read for verification: its fraud signals and what to assess."""
 
-    def assess(
-        self,
-        relationship: str,
-        questions: list[AskedQuestion],
-        answers: list[Answer],
-        signals: list[Signal],
-    ) -> Assessment: ...
+    reference_id: uuid.UUID
+    candidate_id: uuid.UUID
+    signals: tuple[Signal, ...]
+    answers: ReferenceAnswers
 
 
-def verify_reference(session: Session, reference_id: uuid.UUID, verifier: Verifier) -> Reference:
-    """Compute the fraud signals and the assessment of a submitted reference, and store them.
+def prepare_verification(session: Session, reference_id: uuid.UUID) -> Submission | None:
+    """Read a submitted reference and compute its fraud signals; None when it is already verified.
 
-    The reference ends `flagged` when the signals are strong, else `verified`; the candidate
-    gets a `reference.updated` event and an email, and the outcome is audited. Raises
-    NotFound for an unknown reference, Conflict when it was revoked before verification.
+    Changes nothing, so the caller may end its transaction while the assessment is made.
+    Raises NotFound for an unknown reference, Conflict when it is not (or no longer) submitted.
     """
-    reference = session.get(Reference, reference_id, with_for_update=True)
+    reference = session.get(Reference, reference_id)
+    if reference is None:
+        raise NotFound("reference not found")
+    if reference.status in COMPLETED:
+        return None
+    _check_submitted(reference)
+    others = _other_references(session, reference)
+    signals = tuple(detect(gather_evidence(reference, others)))
+    answers = ReferenceAnswers(
+        relationship=reference.relation.value,
+        questions=tuple(AskedQuestion(q.id, q.text, q.kind, q.required) for q in questions_of(reference)),
+        answers=_answers(reference.response),
+        signals=signals,
+        others=tuple(
+            OtherReference(str(other.id), other.relation.value, _answers(other.response))
+            for other in others
+            if other.response is not None
+        ),
+    )
+    return Submission(reference.id, reference.candidate_id, signals, answers)
+
+
+def complete_verification(
+    session: Session, submission: Submission, assessment: ReferenceAssessment, made_by: AiResult
+) -> Reference:
+    """Store the signals and the assessment; the reference ends `flagged` or `verified`.
+
+    The candidate gets a `reference.updated` event and an email, and the outcome is
+    audited. A reference verified meanwhile is returned as it is; raises Conflict when it
+    was revoked meanwhile, NotFound when it is gone.
+    """
+    reference = session.get(Reference, submission.reference_id, with_for_update=True, populate_existing=True)
     if reference is None:
         raise NotFound("reference not found")
     if reference.status in COMPLETED:
         return reference
-    if reference.status != ReferenceStatus.SUBMITTED:
-        raise Conflict(f"this reference is {reference.status.value}; only a submitted reference is verified")
-    signals = detect(gather_evidence(session, reference))
-    questions = [AskedQuestion(q.id, q.text, q.kind, q.required) for q in questions_of(reference)]
-    answers = [Answer(a["questionId"], a.get("rating"), a.get("text")) for a in reference.response["answers"]]
-    assessment = verifier.assess(reference.relation.value, questions, answers, signals)
+    _check_submitted(reference)
+    signals = submission.signals
     reference.verification = {
         **assessment.to_json(),
+        "summary": assessment.summary,
+        **made_by.to_json(),
         "signals": [signal.to_json() for signal in signals],
         "verifiedAt": utcnow().isoformat(),
     }
-    outcome = ReferenceStatus.FLAGGED if is_flagged(signals) else ReferenceStatus.VERIFIED
+    outcome = ReferenceStatus.FLAGGED if is_flagged(list(signals)) else ReferenceStatus.VERIFIED
     lifecycle.transition(session, reference, outcome)
     data: dict[str, Scalar] = {
         "score": assessment.score,
-        "provider": assessment.provider,
+        "provider": made_by.provider,
         "signals": ",".join(s.code for s in signals),
     }
     audit.record(session, Fact(f"reference.{outcome.value}", "reference", str(reference.id), data=data))
@@ -76,14 +107,23 @@ def verify_reference(session: Session, reference_id: uuid.UUID, verifier: Verifi
     return reference
 
 
-def gather_evidence(session: Session, reference: Reference) -> Evidence:
+def _check_submitted(reference: Reference) -> None:
+    if reference.status != ReferenceStatus.SUBMITTED:
+        raise Conflict(f"this reference is {reference.status.value}; only a submitted reference is verified")
+
+
+def _answers(response: dict[str, Any] | None) -> tuple[Answer, ...]:
+    answers = (response or {}).get("answers", [])
+    return tuple(Answer(a["questionId"], a.get("rating"), a.get("text")) for a in answers)
+
+
+def gather_evidence(reference: Reference, others: list[Reference]) -> Evidence:
     """What the server saw of the candidate, the referee and the candidate's other references."""
     consent = reference.request["consent"]
     visits = list((reference.referee or {}).get("visits", []))
     response = reference.response
     visits.append(response["consent"])
     texts = _free_texts(response)
-    others = _other_references(session, reference)
     return Evidence(
         candidate_ips=frozenset({consent["ip"]}),
         candidate_user_agents=frozenset({consent["userAgent"]}),
@@ -136,7 +176,7 @@ def _submitted_at(reference: Reference) -> datetime:
     return reference.submitted_at or utcnow()
 
 
-def _outcome_text(outcome: ReferenceStatus, signals: list[Signal]) -> str:
+def _outcome_text(outcome: ReferenceStatus, signals: tuple[Signal, ...]) -> str:
     if outcome == ReferenceStatus.VERIFIED:
         return "no fraud signals were found."
     return f"it was flagged for review ({len(signals)} fraud signals). Employers you share it with see them too."

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, Field, model_validator
 
 from domain.jobs.models import Job
+from ingress.schemas.ai import JobAnalysisOut
 from ingress.schemas.common import PageQuery, RequestModel, ResponseModel
 
 RemoteTypeName = Literal["onsite", "hybrid", "remote"]
@@ -102,10 +103,11 @@ class JobOut(ResponseModel):
     closed_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    analysis: dict[str, Any] | None
+    analysis: JobAnalysisOut | None = Field(description="The latest AI analysis; shown to the job's employer only.")
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, viewer_id: uuid.UUID | None = None) -> JobOut:
+        """The job as `viewer_id` sees it (no analysis unless they are its employer)."""
         return cls(
             id=job.id,
             title=job.title,
@@ -121,7 +123,7 @@ class JobOut(ResponseModel):
             closed_at=job.closed_at,
             created_at=job.created_at,
             updated_at=job.updated_at,
-            analysis=job.analysis,
+            analysis=job.analysis if viewer_id == job.employer_id else None,
         )
 
 

@@ -16,6 +16,7 @@ from pydantic import EmailStr, Field, model_validator
 from domain.references.models import Reference, ReferenceShare
 from domain.references.service import Audience
 from domain.users.models import User
+from ingress.schemas.ai import CitedSentenceOut, ContradictionOut, ScoredOut
 from ingress.schemas.common import PageQuery, RequestModel, ResponseModel
 from ingress.schemas.operations import OperationOut
 from ingress.schemas.users import PHONE_PATTERN
@@ -119,8 +120,16 @@ class SignalOut(ResponseModel):
 class VerificationOut(ResponseModel):
     score: int
     summary: str
+    sentences: list[CitedSentenceOut] = Field(
+        default_factory=list, description="The summary sentence by sentence, each citing the answers it rests on."
+    )
+    consistency: ScoredOut | None = Field(default=None, description="Do the ratings agree with the written answers.")
+    specificity: ScoredOut | None = Field(default=None, description="How concrete the written answers are.")
+    contradictions: list[ContradictionOut] = Field(
+        default_factory=list, description="Disagreements with the candidate's other referees."
+    )
     signals: list[SignalOut]
-    provider: str
+    provider: str = Field(description='"local": deterministic heuristics, no language model; else the model provider.')
     model: str
     deterministic: bool
     verified_at: datetime

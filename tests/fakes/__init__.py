@@ -22,15 +22,18 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.openrouter import FakeOpenRouter
 from tests.fakes.smtp import ReceivedMail, SmtpSink
 from tests.fakes.twilio import FakeTwilio, RecordedRequest, SentSms
 
 __all__ = [
+    "FakeOpenRouter",
     "FakeTwilio",
     "ReceivedMail",
     "RecordedRequest",
     "SentSms",
     "SmtpSink",
+    "fake_openrouter",
     "fake_twilio",
     "mail_outbox",
     "sms_outbox",
@@ -63,3 +66,10 @@ def fake_twilio() -> Iterator[FakeTwilio]:
     """A Twilio Messages API fake for the duration of the test."""
     with FakeTwilio() as twilio:
         yield twilio
+
+
+@pytest.fixture
+def fake_openrouter() -> Iterator[FakeOpenRouter]:
+    """An OpenRouter chat-completions fake (tests/fakes/openrouter.py) for the duration of the test."""
+    with FakeOpenRouter() as openrouter:
+        yield openrouter

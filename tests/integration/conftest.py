@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from domain.ai.features import build_features
 from domain.core.config import Settings
 from domain.core.db import Database
 from domain.core.events import EventPublisher
@@ -59,7 +60,8 @@ def worker(
     dispatcher = Dispatcher(database, published.append, EventPublisher(redis_client)).install()
     email = FileEmailOutbox(tmp_path / "mail", settings.email_from)
     sms = FileSmsOutbox(tmp_path / "sms", settings.sms_from)
-    runtime = worker_runtime.Runtime(settings, database, redis_client, dispatcher, email, sms)
+    ai = build_features(settings, database, redis_client)
+    runtime = worker_runtime.Runtime(settings, database, redis_client, dispatcher, email, sms, ai)
     worker_runtime._current[os.getpid()] = runtime
     celery_app.loader.import_default_modules()  # register the task modules, as a worker does at start
     yield Worker(runtime, published, tmp_path)

@@ -231,6 +231,7 @@ def known_values(operation: Operation, actors: Actors) -> list[dict[str, Any]]:
         "DELETE /api/v1/jobs/{job_id}": [{"path_parameters": {"job_id": actors.jobs.published_id}}],
         "POST /api/v1/jobs/{job_id}/publish": [{"path_parameters": {"job_id": actors.jobs.draft_id}}],
         "POST /api/v1/jobs/{job_id}/close": [{"path_parameters": {"job_id": actors.jobs.published_id}}],
+        "POST /api/v1/jobs/{job_id}/analysis": [{"path_parameters": {"job_id": actors.jobs.draft_id}}],
         "GET /api/v1/references/{reference_id}": [{"path_parameters": {"reference_id": refs.completed_id}}],
         "POST /api/v1/references/{reference_id}/reminders": [{"path_parameters": {"reference_id": refs.awaiting_id}}],
         "POST /api/v1/references/{reference_id}/revoke": [{"path_parameters": {"reference_id": refs.awaiting_id}}],

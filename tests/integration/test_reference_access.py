@@ -264,14 +264,12 @@ def test_a_repeated_delivery_neither_sends_nor_verifies_twice(client, worker, pu
 
 
 def test_verifying_twice_in_the_domain_returns_the_first_result(client, worker, database, connection):
-    from domain.ai.local import LocalVerifier
     from domain.references import verification
 
     candidate = register(client)
     reference_id = _completed(client, worker, connection, candidate)
     with database.transaction() as session:
-        again = verification.verify_reference(session, reference_id, LocalVerifier())  # type: ignore[arg-type]
-        assert again.status == ReferenceStatus.VERIFIED
+        assert verification.prepare_verification(session, reference_id) is None
     assert worker.drain() == 0
 
 

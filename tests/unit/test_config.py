@@ -73,3 +73,40 @@ def test_missing_urls_explain_how_to_get_them(tmp_path):
         settings.require_database_url()
     with pytest.raises(SettingsError, match="make run"):
         settings.require_redis_url()
+
+
+def test_ai_settings_come_from_the_environment(tmp_path):
+    base = {"DEEPREF_ENV": "test", "DEEPREF_VAR_DIR": str(tmp_path)}
+    with pytest.raises(SettingsError, match="AI_PROVIDER=openrouter needs OPENROUTER_API_KEY"):
+        load_settings({**base, "AI_PROVIDER": "openrouter"})
+    settings = load_settings(
+        {
+            **base,
+            "AI_PROVIDER": "openrouter",
+            "OPENROUTER_API_KEY": "sk-or-test",
+            "OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1/",
+            "AI_MODELS": "a/one, b/two",
+            "AI_TIMEOUT_SECONDS": "12.5",
+            "AI_ATTEMPTS_PER_MODEL": "2",
+            "AI_BREAKER_FAILURES": "3",
+            "AI_BREAKER_COOLDOWN_SECONDS": "10",
+            "AI_REQUESTS_PER_MINUTE": "7",
+            "AI_DAILY_BUDGET_USD": "0.25",
+        }
+    )
+    assert settings.openrouter_base_url == "http://127.0.0.1:9/api/v1"
+    assert settings.ai_models == ("a/one", "b/two")
+    assert (settings.ai_timeout_seconds, settings.ai_attempts_per_model) == (12.5, 2)
+    assert (settings.ai_breaker_failures, settings.ai_breaker_cooldown_seconds) == (3, 10.0)
+    assert (settings.ai_requests_per_minute, settings.ai_daily_budget_usd) == (7, 0.25)
+    assert "sk-or-test" not in repr(settings)
+
+
+def test_the_ai_worker_pool_follows_the_provider(tmp_path):
+    from ingress.cli import process_commands
+
+    base = {"DEEPREF_ENV": "test", "DEEPREF_VAR_DIR": str(tmp_path)}
+    local = process_commands(load_settings(base))["worker-ai"]
+    remote = process_commands(load_settings({**base, "AI_PROVIDER": "openrouter", "OPENROUTER_API_KEY": "k"}))
+    assert local[-4:] == ["--pool", "prefork", "--concurrency", "2"]
+    assert remote["worker-ai"][-4:] == ["--pool", "gevent", "--concurrency", "50"]
