@@ -75,6 +75,7 @@ def api_routes(services: Services) -> list[tuple[str, object]]:
         (f"{API}/references/{{reference_id:uuid}}", references.ReferenceItem()),
         (f"{API}/references/{{reference_id:uuid}}/reminders", references.ReferenceReminders()),
         (f"{API}/references/{{reference_id:uuid}}/revoke", references.ReferenceRevoke()),
+        (f"{API}/references/{{reference_id:uuid}}/verification", references.ReferenceVerification()),
         (f"{API}/references/{{reference_id:uuid}}/shares", references.ReferenceShares()),
         (f"{API}/references/{{reference_id:uuid}}/shares/{{employer_id:uuid}}", references.ReferenceShareItem()),
         (f"{API}/referee/{{token}}", referee.RefereeQuestionnaireResource()),

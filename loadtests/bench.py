@@ -45,16 +45,23 @@ How
     runs, so that they are answered as late as a referee would), and the relay holding 5,000 streams
     (loadtests/relay_bench.py; BENCH_RELAY=0 skips it).
 
+    Last, job search (loadtests/jobs_bench.py; BENCH_JOBS=0 skips it), on its own database and
+    ingresses: 100,000 postings seeded, EXPLAIN (ANALYZE, BUFFERS) of each search's query (a
+    sequential scan of `jobs` fails the run), searches' server-side and client-side p50/p99, and
+    the listing's throughput with the Redis page cache against without it.
+
 Output
     A markdown table, the peak RSS and the configuration on stdout; the same as JSON in
     var/bench/results.json (the farm's figures in var/bench/farm-results.json); the servers'
-    logs in var/bench/*.log. The exit status is 1 when any request failed or a probe's event
-    never came, since such a run's figures are not valid.
+    logs in var/bench/*.log; the job search's in var/bench/jobs-results.json. The exit status is 1
+    when any request failed, a probe's event never came or a job search plan scanned `jobs`
+    sequentially, since such a run's figures are not valid.
 
 Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONCURRENCY (100), BENCH_GENERATORS
 (see DEFAULT_GENERATORS), WEB_CONCURRENCY (2), DB_POOL_SIZE (the settings' default),
 BENCH_REFERENCE_REQUESTS (3000), BENCH_REFEREE_LINKS (3000), BENCH_PROBES (200),
-BENCH_REFERENCE_SAMPLES (200), BENCH_RELAY (1).
+BENCH_REFERENCE_SAMPLES (200), BENCH_RELAY (1), BENCH_JOBS (1), BENCH_JOBS_POSTINGS (100000),
+BENCH_JOBS_SEARCHES (40000), BENCH_JOBS_LIGHT_CONCURRENCY (10).
 """
 
 from __future__ import annotations
@@ -329,6 +336,15 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
+def job_search(config: Config) -> int:
+    """Run loadtests/jobs_bench.py and print its results; its exit status (0 when BENCH_JOBS=0 skips it)."""
+    if os.environ.get("BENCH_JOBS", "1") == "0":
+        return 0
+    from loadtests import jobs_bench  # here, not at the top: jobs_bench imports this module
+
+    return jobs_bench.report_and_status(jobs_bench.run(config, os.environ))
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     VAR.mkdir(parents=True, exist_ok=True)
@@ -350,7 +366,13 @@ def main() -> int:
     }
     (VAR / "farm-results.json").write_text(json.dumps(extra, indent=2, default=str))
     print(f"\nbench: results in {VAR / 'results.json'}", file=sys.stderr)
-    return 1 if report.errors or farm.pipeline.lost or farm.references.lost else 0
+    failed = bool(report.errors or farm.pipeline.lost or farm.references.lost)
+    try:
+        jobs_failed = job_search(config)
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    return 1 if failed or jobs_failed else 0
 
 
 if __name__ == "__main__":

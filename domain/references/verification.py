@@ -24,10 +24,15 @@ from domain.audit import service as audit
 from domain.audit.service import Fact, Scalar
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, NotFound
+from domain.operations import routes
+from domain.operations import service as operations
+from domain.operations.models import Operation, OperationStatus, OutboxMessage
 from domain.references import lifecycle
 from domain.references.models import COMPLETED, Reference, ReferenceStatus
-from domain.references.referee import questions_of
+from domain.references.referee import VERIFY_KIND, questions_of
+from domain.references.service import own_reference
 from domain.references.signals import Evidence, Signal, detect, is_flagged
+from domain.users.models import User
 
 # How many of the candidate's other answered references the answers are compared with.
 COMPARED_REFERENCES = 50
@@ -180,3 +185,31 @@ def _outcome_text(outcome: ReferenceStatus, signals: tuple[Signal, ...]) -> str:
     if outcome == ReferenceStatus.VERIFIED:
         return "no fraud signals were found."
     return f"it was flagged for review ({len(signals)} fraud signals). Employers you share it with see them too."
+
+
+def retry_verification(session: Session, candidate: User, reference_id: uuid.UUID) -> Operation:
+    """Queue the verification of the candidate's submitted reference again (after a failed one).
+
+    A verification fails for good when the AI limits are used up or the model's answers
+    were unusable; the reference then stays `submitted` until this is asked. Raises
+    NotFound for another's reference, Conflict unless it is submitted with no
+    verification queued or running.
+    """
+    reference = own_reference(session, candidate, reference_id, lock=True)
+    _check_submitted(reference)
+    active = (
+        select(Operation.id)
+        .join(OutboxMessage, OutboxMessage.operation_id == Operation.id)
+        .where(Operation.user_id == candidate.id, Operation.kind == VERIFY_KIND)
+        .where(Operation.status.in_((OperationStatus.QUEUED, OperationStatus.RUNNING)))
+        .where(OutboxMessage.payload["reference_id"].astext == str(reference.id))
+    )
+    if session.scalars(active.limit(1)).first() is not None:
+        raise Conflict("this reference's verification is already queued or running")
+    return operations.enqueue(
+        session,
+        owner_id=candidate.id,
+        kind=VERIFY_KIND,
+        route=routes.VERIFY_REFERENCE,
+        payload={"reference_id": str(reference.id)},
+    )

@@ -9,14 +9,14 @@ import falcon
 
 from domain.operations.models import Operation
 from domain.references import service as references
-from domain.references import sharing
+from domain.references import sharing, verification
 from domain.references.lifecycle import Visitor
 from domain.references.models import Reference, ReferenceStatus, Relationship
 from domain.references.questionnaires import CustomQuestion
 from domain.users.models import Role, User
 from ingress.context import ApiRequest
 from ingress.endpoint import endpoint
-from ingress.schemas.operations import OperationOut
+from ingress.schemas.operations import Accepted, OperationOut
 from ingress.schemas.references import (
     ReferenceAccepted,
     ReferenceCreate,
@@ -177,3 +177,18 @@ class ReferenceShareItem:
         self, req: ApiRequest, resp: falcon.Response, reference_id: uuid.UUID, employer_id: uuid.UUID
     ) -> None:
         sharing.unshare(req.context.session, req.context.user, reference_id, employer_id)
+
+
+class ReferenceVerification:
+    @endpoint(
+        "Verify a submitted reference again, after its verification failed (e.g. AI limits reached)",
+        tag=TAG,
+        response=Accepted,
+        status=202,
+        roles=CANDIDATES,
+        errors=(409,),
+    )
+    def on_post(self, req: ApiRequest, resp: falcon.Response, reference_id: uuid.UUID) -> None:
+        operation = verification.retry_verification(req.context.session, req.context.user, reference_id)
+        req.context.session.flush()
+        resp.media = Accepted(operation=OperationOut.of(operation)).to_json()

@@ -9,6 +9,7 @@ outcome, `/ai/usage`) and what the model provider received.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -334,3 +335,35 @@ def test_the_local_provider_records_its_calls_at_no_cost(client, worker, connect
         0.0,
         "none",
     )
+
+
+def test_a_verification_stopped_by_the_limits_can_be_asked_again(
+    client, worker, openrouter, settings, database, redis_client
+):
+    update = {**openrouter.settings_update(), "ai_models": MODELS, "ai_requests_per_minute": 1}
+    worker.runtime.ai = build_features(settings.model_copy(update=update), database, redis_client)
+    openrouter.answer = lambda body: _assessment(body, ["strengths"])
+    candidate = register(client)
+    redis_client.set(f"ai:rpm:{candidate.id}:{int(time.time() // 60)}", 1, ex=120)  # this minute's call is spent
+    reference_id, verify_id = _submitted(client, worker, candidate)
+    again_url = f"/api/v1/references/{reference_id}/verification"
+    assert client.simulate_post(again_url, headers=candidate.auth).status_code == 409  # queued, not run yet
+    worker.drain()
+    failed = operation(client, candidate, verify_id)
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "ai_limit_exceeded")
+    assert failed["error"]["message"].startswith("AI request limit reached: 1 per minute; try again in")
+    stuck = client.simulate_get(f"/api/v1/references/{reference_id}", headers=candidate.auth).json
+    assert (stuck["status"], stuck["verification"]) == ("submitted", None)
+
+    other = register(client)
+    assert client.simulate_post(again_url, headers=other.auth).status_code == 404
+    redis_client.delete(*redis_client.keys(f"ai:rpm:{candidate.id}:*"))
+    retried = client.simulate_post(again_url, headers=candidate.auth)
+    assert retried.status_code == 202, retried.text
+    worker.drain()
+    assert operation(client, candidate, retried.json["operation"]["id"])["status"] == "succeeded"
+    done = client.simulate_get(f"/api/v1/references/{reference_id}", headers=candidate.auth).json
+    assert done["status"] == "flagged" and done["verification"]["provider"] == "openrouter"
+    finished = client.simulate_post(again_url, headers=candidate.auth)
+    assert finished.status_code == 409
+    assert finished.json["message"] == "this reference is flagged; only a submitted reference is verified"

@@ -115,6 +115,7 @@ class Actors:
 class FuzzReferences:
     awaiting_id: str  # delivered, waiting for the referee: remind, revoke
     completed_id: str  # verified and shared with `employer_id`
+    submitted_id: str  # answered, its verification failed: verify again
     employer_id: str
     token: str  # the referee link of `awaiting_id`
     answers: list[dict[str, Any]]  # a complete, valid answer to its questionnaire
@@ -135,13 +136,14 @@ def make_references(database: Database, candidate: Account, employer: Account) -
         owner = session.get(User, uuid.UUID(candidate.id))
         assert owner is not None
         made = []
-        for name in ("Awaiting", "Completed"):
+        for name in ("Awaiting", "Completed", "Submitted"):
             draft = service.ReferenceRequest(name, Relationship.PEER, referrer_email=f"{name.lower()}@x.example")
             reference, _ = service.request_reference(
                 session, owner, draft, Visitor("203.0.113.9", "fuzz"), link_base=""
             )
             made.append(reference)
-        awaiting, completed = made
+        awaiting, completed, submitted = made
+        submitted.status = ReferenceStatus.SUBMITTED
         awaiting.status, awaiting.sent_at = ReferenceStatus.SENT, utcnow()
         session.add(ReferenceLink(id=uuid.uuid4(), reference_id=awaiting.id, token_hash=hash_token(token)))
         completed.status = ReferenceStatus.VERIFIED
@@ -151,7 +153,8 @@ def make_references(database: Database, candidate: Account, employer: Account) -
             {"questionId": q.id, "rating": 4} if q.kind == "rating" else {"questionId": q.id, "text": "Solid."}
             for q in questions
         ]
-        return FuzzReferences(str(awaiting.id), str(completed.id), employer.id, token, answers)
+        ids = (str(awaiting.id), str(completed.id), str(submitted.id))
+        return FuzzReferences(*ids, employer.id, token, answers)
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,12 @@ def known_values(operation: Operation, actors: Actors) -> list[dict[str, Any]]:
         "DELETE /api/v1/jobs/{job_id}": [{"path_parameters": {"job_id": actors.jobs.published_id}}],
         "POST /api/v1/jobs/{job_id}/publish": [{"path_parameters": {"job_id": actors.jobs.draft_id}}],
         "POST /api/v1/jobs/{job_id}/close": [{"path_parameters": {"job_id": actors.jobs.published_id}}],
+        "POST /api/v1/references": [
+            {"body": {"referrer": {"name": "Fuzz Referee", "email": "fuzz@x.example"}, "relationship": "peer"}}
+        ],
+        "POST /api/v1/references/{reference_id}/verification": [
+            {"path_parameters": {"reference_id": refs.submitted_id}}
+        ],
         "POST /api/v1/jobs/{job_id}/analysis": [{"path_parameters": {"job_id": actors.jobs.draft_id}}],
         "GET /api/v1/references/{reference_id}": [{"path_parameters": {"reference_id": refs.completed_id}}],
         "POST /api/v1/references/{reference_id}/reminders": [{"path_parameters": {"reference_id": refs.awaiting_id}}],
