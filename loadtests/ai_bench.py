@@ -5,12 +5,13 @@ What is measured
     `celery worker --queues ai` process (ingress.cli.worker_command) working the queue off:
     completed operations per second, from the first operation's `started_at` to the last one's
     `finished_at` (the operations table); p50 and p99 of each operation's `finished_at -
-    started_at` (the time in the broker is not in it; waiting inside the worker for a database
-    connection is); the worker's CPU time per operation (utime + stime of the worker process
-    and its pool children from /proc/<pid>/stat, from its "ready" line to the last operation's
-    end); over the same time, this process's CPU (the fake provider's threads and the polling)
-    and the cores the whole machine was busy. A run in which any operation did not succeed is
-    invalid (exit status 1). The scenarios, all in one run:
+    started_at` (from its claim by the worker to its result; the time in the broker is not in
+    it); the operations in flight on average (their durations added up over that span: how many
+    of the pool's slots did work); the worker's CPU time per operation (utime + stime of the
+    worker process and its pool children from /proc/<pid>/stat, from its "ready" line to the
+    last operation's end); over the same time, this process's CPU (the fake provider's threads,
+    the polling) and the cores the whole machine was busy. A run in which any operation did not
+    succeed is invalid (exit status 1). The scenarios, all in one run:
       the local heuristics (AI_PROVIDER=local): the production pool, prefork x2 (CPU work on
       two cores), and for comparison gevent x50;
       a language model (AI_PROVIDER=openrouter) played by tests/fakes/openrouter.py in this
@@ -36,7 +37,7 @@ Output
     loadtests/bench.py calls `run()`, which returns the JSON's figures (`ok` false: invalid).
 
 Environment: BENCH_AI_LOCAL_OPS (600), BENCH_AI_REMOTE_OPS (400), BENCH_AI_DELAY (0.5 seconds),
-BENCH_AI_REDIS_DB (12; the tests use 1-15 by xdist worker, 12 only with 12 workers),
+BENCH_AI_REDIS_DB (12; the tests take 1-14 by xdist worker, 12 from the 12th on, and 14-15),
 DB_POOL_SIZE (the settings' default).
 """
 
@@ -53,10 +54,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any, NoReturn, Protocol
+from dataclasses import dataclass
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -78,18 +79,10 @@ from domain.users import service as users
 from domain.users.models import Role, User
 from ingress.cli import AI_POOLS, worker_command
 from ingress.dispatch import celery_sender
+from loadtests import servers
 from loadtests.pipeline_bench import background, wait_for_worker
 from loadtests.report import percentile
-from loadtests.servers import (
-    BCRYPT_ROUNDS,
-    PASSWORD,
-    VAR,
-    backing_services,
-    children_of,
-    cpu_seconds,
-    machine_busy_seconds,
-    migrate,
-)
+from loadtests.servers import BCRYPT_ROUNDS, PASSWORD, VAR, backing_services, migrate
 
 DATABASE = "deepref_ai_bench"
 EMPLOYERS, PER_TRANSACTION = 200, 50
@@ -120,20 +113,8 @@ ANALYSIS = {
 Posting = tuple[uuid.UUID, uuid.UUID]  # (employer id, job id)
 
 
-class FakeModel(Protocol):
-    """What this bench uses of tests/fakes/openrouter.py's FakeOpenRouter."""
-
-    delay: float
-    answer: Callable[[dict[str, Any]], str]
-
-    @property
-    def requests(self) -> Sequence[object]: ...
-
-    def environment(self) -> dict[str, str]: ...
-
-
 @contextmanager
-def fake_model() -> Iterator[FakeModel]:
+def fake_model() -> Iterator[Any]:
     """A started FakeOpenRouter; imported at run time, since tests/ is not among the packages mypy checks."""
     fake = importlib.import_module("tests.fakes.openrouter").FakeOpenRouter()
     with fake:
@@ -184,7 +165,9 @@ class Sample:
     @classmethod
     def take(cls, pids: Sequence[int]) -> Sample:
         own = resource.getrusage(resource.RUSAGE_SELF)
-        return cls(time.monotonic(), machine_busy_seconds(), cpu_seconds(pids), own.ru_utime + own.ru_stime)
+        return cls(
+            time.monotonic(), servers.machine_busy_seconds(), servers.cpu_seconds(pids), own.ru_utime + own.ru_stime
+        )
 
 
 def scenarios(config: Config) -> list[Scenario]:
@@ -273,7 +256,7 @@ def wait_done(database: Database, ids: Sequence[uuid.UUID], worker: Any, timeout
 # --- one scenario ---------------------------------------------------------------------------------
 
 
-def worker_env(scenario: Scenario, env: Mapping[str, str], fake: FakeModel) -> dict[str, str]:
+def worker_env(scenario: Scenario, env: Mapping[str, str], fake: Any) -> dict[str, str]:
     if scenario.provider == "local":
         return {**env, "AI_PROVIDER": "local"}
     limits = {"AI_REQUESTS_PER_MINUTE": UNLIMITED, "AI_DAILY_BUDGET_USD": UNLIMITED}
@@ -281,7 +264,7 @@ def worker_env(scenario: Scenario, env: Mapping[str, str], fake: FakeModel) -> d
 
 
 def measure(
-    scenario: Scenario, env: Mapping[str, str], database: Database, postings: Sequence[Posting], fake: FakeModel
+    scenario: Scenario, env: Mapping[str, str], database: Database, postings: Sequence[Posting], fake: Any
 ) -> dict[str, Any]:
     print(f"ai_bench: {scenario.name}, {scenario.ops} operations ...", file=sys.stderr, flush=True)
     broker = redis.Redis.from_url(env["REDIS_URL"])
@@ -293,7 +276,7 @@ def measure(
     timeout = 120 + scenario.ops * (scenario.delay + 0.25) / (int(scenario.pool[3]) if scenario.delay else 1)
     with background(name, worker_command(["ai"], list(scenario.pool)), worker_env(scenario, env, fake)) as worker:
         wait_for_worker(VAR / f"{name}.log")
-        pids = [worker.pid, *children_of(worker.pid)]
+        pids = [worker.pid, *servers.children_of(worker.pid)]
         before = Sample.take(pids)
         wait_done(database, ids, worker, timeout)
         after = Sample.take(pids)
@@ -324,6 +307,8 @@ def summarise(
         "seconds": round(span, 3),
         "opsPerSecond": round(len(done) / span, 2) if span else 0.0,
         "boundOpsPerSecond": scenario.bound,
+        # Operations running at once on average (Little's law): how many of the pool's slots were used.
+        "meanInFlight": round(sum(durations) / 1000 / span, 1) if span else 0.0,
         "p50Ms": round(percentile(durations, 0.5), 1),
         "p99Ms": round(percentile(durations, 0.99), 1),
         "workerCpuMsPerOp": round((after.worker - before.worker) * 1000 / max(1, len(done)), 2),
@@ -357,9 +342,17 @@ def run(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             results = [measure(scenario, base, database, postings, fake) for scenario in scenarios(config)]
         finally:
             database.dispose()
+            redis.Redis.from_url(redis_url).flushdb()
     figures = {
         "loadAverage": [round(value, 2) for value in load_average],
-        "config": {**asdict(config), "dbPoolSize": settings.db_pool_size, "postings": len(postings)},
+        "config": {
+            "localOps": config.local_ops,
+            "remoteOps": config.remote_ops,
+            "delaySeconds": config.delay,
+            "redisDb": config.redis_db,
+            "dbPoolSize": settings.db_pool_size,
+            "postings": len(postings),
+        },
         "postgres": "DATABASE_URL" if env.get("DATABASE_URL") else "embedded",
         "redis": "REDIS_URL" if env.get("REDIS_URL") else "embedded",
         "scenarios": results,
@@ -384,23 +377,25 @@ def render(figures: dict[str, Any]) -> str:
     lines = [
         "",
         "AI operations (job.analyse) through one `ai` worker process, queue full at start:",
-        "| scenario | ops ok | ops/s | bound ops/s | p50 ms | p99 ms | worker CPU ms/op | bench CPU ms/op "
-        "| cores busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | ops ok | ops/s | bound ops/s | in flight | p50 ms | p99 ms | worker CPU ms/op "
+        "| bench CPU ms/op | cores busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in figures["scenarios"]:
         bound = f"{r['boundOpsPerSecond']:g}" if r["boundOpsPerSecond"] else "-"
         lines.append(
-            f"| {r['scenario']} | {r['succeeded']}/{r['operations']} | {r['opsPerSecond']} | {bound} | {r['p50Ms']} "
-            f"| {r['p99Ms']} | {r['workerCpuMsPerOp']} | {r['benchCpuMsPerOp']} | {r['machineCoresBusy']} |"
+            f"| {r['scenario']} | {r['succeeded']}/{r['operations']} | {r['opsPerSecond']} | {bound} "
+            f"| {r['meanInFlight']} | {r['p50Ms']} | {r['p99Ms']} | {r['workerCpuMsPerOp']} | {r['benchCpuMsPerOp']} "
+            f"| {r['machineCoresBusy']} |"
         )
     config, ratio = figures["config"], figures["ratios"]
     lines += [
         f"gevent/prefork ops/s: local {ratio['local']}x, openrouter {ratio['openrouter']}x",
-        f"model delay {config['delay']:g} s; DB_POOL_SIZE {config['dbPoolSize']}; {config['postings']} postings; "
-        f"PostgreSQL {figures['postgres']}, Redis {figures['redis']} db {config['redisDb']}; "
-        f"load average at start {figures['loadAverage']}",
+        f"model delay {config['delaySeconds']:g} s; DB_POOL_SIZE {config['dbPoolSize']}; "
+        f"{config['postings']} postings; PostgreSQL {figures['postgres']}, "
+        f"Redis {figures['redis']} db {config['redisDb']}; load average at start {figures['loadAverage']}",
         "bench CPU: this process (the fake model's threads, the polling); cores busy: the whole machine.",
+        "model calls: " + ", ".join(f"{r['scenario']} {r['modelCalls']}" for r in figures["scenarios"]),
     ]
     if not figures["ok"]:
         lines.append("INVALID: some operations did not succeed or were left in the queue; see var/bench/ai-*.log")

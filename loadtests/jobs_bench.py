@@ -22,7 +22,7 @@ What is measured
 Runs alone as `python -m loadtests.jobs_bench` (DATABASE_URL / REDIS_URL, or embedded servers,
 as loadtests/bench.py), and at the end of `make bench`. Environment: BENCH_JOBS_POSTINGS
 (100000), BENCH_JOBS_SEARCHES (searches prepared for a mixed run, each sent once; 40000),
-BENCH_JOBS_LIGHT_CONCURRENCY (10), and bench.py's BENCH_SECONDS, BENCH_WARMUP,
+BENCH_JOBS_LIGHT_CONCURRENCY (2), and bench.py's BENCH_SECONDS, BENCH_WARMUP,
 BENCH_CONCURRENCY, BENCH_GENERATORS, WEB_CONCURRENCY, DB_POOL_SIZE. Output: the plans and
 markdown tables on stdout; JSON in var/bench/jobs-results.json; the servers' logs in
 var/bench/jobs-cached.log and jobs-uncached.log.
@@ -189,7 +189,7 @@ def load_runs(env: Mapping[str, str], config: Config, checks: Sequence[PlanCheck
         specs = [
             ClientSpec(headers={"Authorization": f"Bearer {tokens[n % SEARCHERS]}"}) for n in range(config.concurrency)
         ]
-        light = replace(config, concurrency=int(os.environ.get("BENCH_JOBS_LIGHT_CONCURRENCY", "10")))
+        light = replace(config, concurrency=int(os.environ.get("BENCH_JOBS_LIGHT_CONCURRENCY", "2")))
         mix = "search mix, cache off, {} connections"
         runs = [measure(plain, mix.format(c.concurrency), specs[: c.concurrency], c, steps) for c in (config, light)]
         runs.append(measure(plain, "listing, cache off", specs, config, []))

@@ -50,8 +50,10 @@ class JobList:
         user = req.context.user
         listing = jobs.browse_jobs(req.context.session, user, search, cursor=query.cursor, limit=query.limit)
         page = listing.page
-        resp.media = JobPage(items=[JobOut.of(job) for job in page.items], next_cursor=page.next_cursor).to_json()
+        items = [JobOut.of(job, user.id) for job in page.items]
+        resp.media = JobPage(items=items, next_cursor=page.next_cursor).to_json()
         if cache is not None:
+            # Shared only without the viewer's own postings (their drafts, their analyses).
             if listing.public:
                 # The bytes Falcon sends: a hit answers exactly what this miss did.
                 cache.put(key, resp.render_body() or b"", found.generation, listing.stable_until)

@@ -56,9 +56,18 @@ class JobAnalysisOut(ResponseModel):
     posting_updated_at: datetime = Field(description="updatedAt of the posting as it was analysed.")
 
 
+# Usage is kept from the service's start; these bounds keep date arithmetic sane.
+EARLIEST = date(2000, 1, 1)
+LATEST = date(9999, 1, 1)
+
+
 class UsageQuery(PageQuery):
-    from_: date | None = Field(default=None, alias="from", description="First UTC day (default: 29 days before to).")
-    to: date | None = Field(default=None, description="Last UTC day, included (default: today).")
+    from_: date | None = Field(
+        default=None, alias="from", ge=EARLIEST, le=LATEST, description="First UTC day (default: 29 days before to)."
+    )
+    to: date | None = Field(
+        default=None, ge=EARLIEST, le=LATEST, description="Last UTC day, included (default: today)."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> UsageQuery:

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import event, text, update
 
 from domain.core.db import utcnow
+from domain.core.redis import create_redis
 from domain.jobs import service
-from domain.jobs.cache import GENERATION_KEY, PAGE_PREFIX, ListingCache, ListingQuery
+from domain.jobs.cache import GENERATION_KEY, PAGE_PREFIX, ListingCache, ListingQuery, track_job_changes
 from domain.jobs.models import Job
 from domain.users.models import User
 from ingress.app import create_app
@@ -51,6 +52,10 @@ def statements_during(connection: Any, call: Any) -> list[str]:
     return seen
 
 
+def _in(hours: float) -> str:
+    return (utcnow() + timedelta(hours=hours)).isoformat()
+
+
 @pytest.fixture
 def employer(client: Any) -> Account:
     return register(client, role="employer")
@@ -66,7 +71,9 @@ def test_a_repeated_search_is_served_from_redis_byte_for_byte(client, employer, 
     first = listing(client, candidate, q="python", location="BERLIN")
     assert first.headers["X-Cache"] == "miss" and titles(first) == ["Python Engineer"]
     second: list[Any] = []
-    ran = statements_during(connection, lambda: second.append(listing(client, candidate, q="python", location="berlin")))
+    ran = statements_during(
+        connection, lambda: second.append(listing(client, candidate, q="python", location="berlin"))
+    )
     assert second[0].headers["X-Cache"] == "hit"
     assert [s for s in ran if not s.startswith(("SAVEPOINT", "RELEASE"))] == []  # PostgreSQL untouched
     assert second[0].content == first.content
@@ -222,8 +229,6 @@ def test_redis_unreachable_still_lists(settings, database, caplog):
     result = listing(client, candidate)
     assert titles(result) == ["Still Here"] and result.headers["X-Cache"] == "miss"
 
-    from domain.core.redis import create_redis
-
     cache = ListingCache(create_redis(unreachable), 30)
     query = ListingQuery(None, None, None, None, 20)
     assert cache.put(query, b"{}", "0", None) is False  # fails, and starts the back-off
@@ -242,10 +247,6 @@ def test_a_zero_ttl_disables_the_cache(settings, database, redis_client, client,
     assert cache.put(ListingQuery(None, None, None, None, 20), b"{}", "", None) is False
 
 
-def _in(hours: float) -> str:
-    return (utcnow() + timedelta(hours=hours)).isoformat()
-
-
 def test_list_jobs_is_the_page_the_listing_serves(client, employer, candidate, database):
     for title in ("First", "Second"):
         publish(client, employer, post_job(client, employer, title=title)["id"])
@@ -256,3 +257,20 @@ def test_list_jobs_is_the_page_the_listing_serves(client, employer, candidate, d
         page = service.list_jobs(session, viewer, service.JobSearch(), cursor=None, limit=1)
     assert [str(job.id) for job in page.items] == [item["id"] for item in served["items"]]
     assert page.next_cursor == served["nextCursor"]
+
+
+def test_an_analysis_shows_to_its_employer_only_and_refreshes_public_pages(
+    client, worker, employer, candidate, redis_client
+):
+    # As tasks/runtime.py registers it in every worker (the fixture builds its runtime by hand).
+    track_job_changes(worker.runtime.database, ListingCache(redis_client, 30))
+    job = publish(client, employer, post_job(client, employer)["id"])
+    before = listing(client, candidate).json["items"][0]
+    accepted = client.simulate_post(f"{JOBS}/{job['id']}/analysis", headers=employer.auth)
+    assert accepted.status_code == 202, accepted.text
+    assert listing(client, candidate).headers["X-Cache"] == "hit"  # asking changed nothing yet
+    worker.drain()
+    after = listing(client, candidate)
+    assert after.headers["X-Cache"] == "miss"
+    assert after.json["items"][0]["analysis"] is None and after.json["items"][0]["updatedAt"] != before["updatedAt"]
+    assert listing(client, employer).json["items"][0]["analysis"]["summary"]
