@@ -94,11 +94,14 @@ def run() -> int:
 
 # Pools per queue: I/O-bound queues (providers, broker, database) take gevent with many
 # greenlets; `audit` stays prefork (an ordered chain), and so does `ai` with the local
-# heuristics (CPU work). With a language model `ai` waits on the network for seconds per
-# call: a gevent pool keeps 50 calls in flight where prefork would idle (AI_POOLS).
+# heuristics (CPU work on both cores). With a language model `ai` waits on the network
+# (~0.5 s and more per call) and takes gevent. Its concurrency is high because, with acks
+# late and prefetch 1 on Redis, a gevent worker takes in at most `concurrency` messages
+# per 2 s (its consumer polls every 2 s once every slot has had a message); 100 greenlets
+# admit 50 calls/s, about what one process's core can run (`make bench`, loadtests/ai_bench.py).
 AI_POOLS = {
     "local": ["--pool", "prefork", "--concurrency", "2"],
-    "openrouter": ["--pool", "gevent", "--concurrency", "50"],
+    "openrouter": ["--pool", "gevent", "--concurrency", "100"],
 }
 WORKER_POOLS = {
     "ai": ["--pool", "prefork", "--concurrency", "2"],

@@ -13,10 +13,11 @@ What is measured
     the polling) and the cores the whole machine was busy. A run in which any operation did not
     succeed is invalid (exit status 1). The scenarios, all in one run:
       the local heuristics (AI_PROVIDER=local): the production pool, prefork x2 (CPU work on
-      two cores), and for comparison gevent x50;
+      two cores), and for comparison the gevent pool of the next case;
       a language model (AI_PROVIDER=openrouter) played by tests/fakes/openrouter.py in this
       process, answering every call after BENCH_AI_DELAY seconds with a valid analysis: the
-      production pool, gevent x50, and prefork x2 as the baseline. Their bound is concurrency
+      production pool, gevent (ingress/cli.py AI_POOLS says how many greenlets and why), and
+      prefork x2 as the baseline. Their bound is concurrency
       / delay operations per second. The per-user limits are raised so far that they never
       refuse but are still checked in Redis on every call; AI_MODELS names one model.
 
@@ -28,8 +29,8 @@ How
     only then does the worker start, on a full queue. After each scenario the worker is stopped
     (SIGTERM, waited for) and what is left in the `ai` queue counted and removed.
     PostgreSQL and Redis are DATABASE_URL / REDIS_URL when set (the database `deepref_ai_bench`
-    is dropped and created again; Redis database BENCH_AI_REDIS_DB of that server is flushed);
-    when unset, embedded servers under var/bench are started and stopped again.
+    is dropped and created again; Redis database BENCH_AI_REDIS_DB of that server is flushed
+    before and after); when unset, embedded servers under var/bench are started and stopped.
 
 Output
     A markdown table on stdout; the same as JSON in var/bench/ai-results.json; each worker's

@@ -45,10 +45,14 @@ How
     runs, so that they are answered as late as a referee would), and the relay holding 5,000 streams
     (loadtests/relay_bench.py; BENCH_RELAY=0 skips it).
 
-    Last, job search (loadtests/jobs_bench.py; BENCH_JOBS=0 skips it), on its own database and
+    Then job search (loadtests/jobs_bench.py; BENCH_JOBS=0 skips it), on its own database and
     ingresses: 100,000 postings seeded, EXPLAIN (ANALYZE, BUFFERS) of each search's query (a
     sequential scan of `jobs` fails the run), searches' server-side and client-side p50/p99, and
     the listing's throughput with the Redis page cache against without it.
+
+    Last, AI operations per second through one `ai` worker (loadtests/ai_bench.py; BENCH_AI=0
+    skips it): job analyses with the local heuristics and with a local OpenRouter-protocol
+    server answering after 0.5 s, each on its production pool and on the other pool.
 
 Output
     A markdown table, the peak RSS and the configuration on stdout; the same as JSON in
@@ -61,7 +65,8 @@ Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONCURRENCY (100), BENC
 (see DEFAULT_GENERATORS), WEB_CONCURRENCY (2), DB_POOL_SIZE (the settings' default),
 BENCH_REFERENCE_REQUESTS (3000), BENCH_REFEREE_LINKS (3000), BENCH_PROBES (200),
 BENCH_REFERENCE_SAMPLES (200), BENCH_RELAY (1), BENCH_JOBS (1), BENCH_JOBS_POSTINGS (100000),
-BENCH_JOBS_SEARCHES (40000), BENCH_JOBS_LIGHT_CONCURRENCY (2).
+BENCH_JOBS_SEARCHES (40000), BENCH_JOBS_LIGHT_CONCURRENCY (2), BENCH_AI (1; the AI throughput of
+loadtests/ai_bench.py, whose own variables are in its docstring).
 """
 
 from __future__ import annotations
@@ -369,10 +374,20 @@ def main() -> int:
     failed = bool(report.errors or farm.pipeline.lost or farm.references.lost)
     try:
         jobs_failed = job_search(config)
+        ai_failed = ai_throughput()
     except KeyboardInterrupt:
         print("bench: interrupted; servers stopped", file=sys.stderr)
         return 130
-    return 1 if failed or jobs_failed else 0
+    return 1 if failed or jobs_failed or ai_failed else 0
+
+
+def ai_throughput() -> bool:
+    """Run loadtests/ai_bench.py (it prints its table); True when its run is invalid. BENCH_AI=0 skips it."""
+    if os.environ.get("BENCH_AI", "1") == "0":
+        return False
+    from loadtests import ai_bench
+
+    return not ai_bench.run()["ok"]
 
 
 if __name__ == "__main__":

@@ -109,4 +109,4 @@ def test_the_ai_worker_pool_follows_the_provider(tmp_path):
     local = process_commands(load_settings(base))["worker-ai"]
     remote = process_commands(load_settings({**base, "AI_PROVIDER": "openrouter", "OPENROUTER_API_KEY": "k"}))
     assert local[-4:] == ["--pool", "prefork", "--concurrency", "2"]
-    assert remote["worker-ai"][-4:] == ["--pool", "gevent", "--concurrency", "50"]
+    assert remote["worker-ai"][-4:] == ["--pool", "gevent", "--concurrency", "100"]
