@@ -12,7 +12,7 @@ import base64
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import falcon.testing
 import psycopg
 import pytest
 import redis
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from domain.core import migrate
@@ -194,3 +194,22 @@ def admin(client: falcon.testing.TestClient, database: Database, settings: Setti
     result = client.simulate_post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert result.status_code == 200, result.text
     return Account(result.json["user"]["id"], email, result.json["accessToken"], result.json["refreshToken"])
+
+
+def statements_during(connection: Connection, call: Callable[[], object]) -> list[str]:
+    """The SQL statements `call` sends on `connection` (the test's savepoints included)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+    return seen
+
+
+def without_savepoints(statements: list[str]) -> list[str]:
+    return [s for s in statements if not s.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]

@@ -9,7 +9,7 @@ from typing import Any
 
 import falcon.testing
 import pytest
-from sqlalchemy import event, text, update
+from sqlalchemy import text, update
 
 from domain.core.db import utcnow
 from domain.core.redis import create_redis
@@ -18,7 +18,7 @@ from domain.jobs.cache import GENERATION_KEY, PAGE_PREFIX, ListingCache, Listing
 from domain.jobs.models import Job
 from domain.users.models import User
 from ingress.app import create_app
-from tests.conftest import Account, register
+from tests.conftest import Account, register, statements_during
 from tests.integration.test_jobs import post_job, publish
 
 JOBS = "/api/v1/jobs"
@@ -36,20 +36,6 @@ def titles(result: Any) -> list[str]:
 
 def page_keys(redis_client: Any) -> list[bytes]:
     return list(redis_client.scan_iter(f"{PAGE_PREFIX}*"))
-
-
-def statements_during(connection: Any, call: Any) -> list[str]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(connection, "before_cursor_execute", record)
-    try:
-        call()
-    finally:
-        event.remove(connection, "before_cursor_execute", record)
-    return seen
 
 
 def _in(hours: float) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from domain.core.db import utcnow
-from tests.conftest import Account, register
+from tests.conftest import Account, register, statements_during, without_savepoints
 
 POSTING = {
     "title": "Senior Python Engineer",
@@ -142,18 +142,12 @@ def test_search_filters_and_pages_published_jobs_plus_ones_own(client, database,
     assert len(first["items"]) == 3 and second["nextCursor"] is None
     assert {i["id"] for i in first["items"] + second["items"]} >= set(ids.values())
 
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *args: Any) -> None:
-        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
-            statements.append(statement)
-
     client.simulate_get("/api/v1/jobs", headers=candidate.auth)  # the caller is cached now
-    event.listen(connection, "before_cursor_execute", record)
-    try:
-        client.simulate_get("/api/v1/jobs", params={"limit": 100}, headers=candidate.auth)
-    finally:
-        event.remove(connection, "before_cursor_execute", record)
+    statements = without_savepoints(
+        statements_during(
+            connection, lambda: client.simulate_get("/api/v1/jobs", params={"limit": 100}, headers=candidate.auth)
+        )
+    )
     assert len(statements) == 2  # the page, then its employers in one query
 
 

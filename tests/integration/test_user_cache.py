@@ -3,36 +3,21 @@
 import uuid
 
 import falcon.testing
-from sqlalchemy import event
 
 from domain.core.redis import create_redis
 from domain.users.cache import UserCache
 from domain.users.models import User
 from ingress.app import create_app
-from tests.conftest import register
+from tests.conftest import register, statements_during
 
 ME = "/api/v1/users/me"
 
 
-def _statements(connection, call):
-    seen = []
-
-    def record(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    event.listen(connection, "before_cursor_execute", record)
-    try:
-        call()
-    finally:
-        event.remove(connection, "before_cursor_execute", record)
-    return seen
-
-
 def test_second_read_skips_postgres_and_redis_holds_only_ciphertext(client, connection, redis_client):
     account = register(client, email="cached.person@example.com")
-    first = _statements(connection, lambda: client.simulate_get(ME, headers=account.auth))
+    first = statements_during(connection, lambda: client.simulate_get(ME, headers=account.auth))
     assert any("FROM users" in s for s in first)
-    second = _statements(connection, lambda: client.simulate_get(ME, headers=account.auth))
+    second = statements_during(connection, lambda: client.simulate_get(ME, headers=account.auth))
     assert second == []
     stored = redis_client.get(f"user:{account.id}")
     assert stored and b"cached.person" not in stored and b"Test User" not in stored
