@@ -13,11 +13,12 @@ What is measured
     PostgreSQL path), at BENCH_CONCURRENCY connections and again at BENCH_JOBS_LIGHT_CONCURRENCY
     (where latency is the service time rather than the queue in front of saturated cores); the
     plain listing on that ingress; the plain listing on an ingress with the cache on (hits), and
-    the ratio of the two throughputs. Client-side latency is the load generator's. Server-side
-    latency is the access log's `duration_ms` (the RequestLifecycle middleware's, from the
-    request's start to its response; gunicorn's accept queue is not in it) of the GET /jobs
-    requests that ended inside the measured window. Target: server-side p99 < 100 ms for the
-    searches.
+    the ratio of the two throughputs; the search mix again on the cached ingress, where the same
+    few searches repeat (hot pages: each is a miss once per generation, then hits). Client-side
+    latency is the load generator's. Server-side latency is the access log's `duration_ms` (the
+    RequestLifecycle middleware's, from the request's start to its response; gunicorn's accept
+    queue is not in it) of the GET /jobs requests that ended inside the measured window.
+    Target: server-side p99 < 100 ms for the searches.
 
 Runs alone as `python -m loadtests.jobs_bench` (DATABASE_URL / REDIS_URL, or embedded servers,
 as loadtests/bench.py), and at the end of `make bench`. Environment: BENCH_JOBS_POSTINGS
@@ -196,6 +197,8 @@ def load_runs(env: Mapping[str, str], config: Config, checks: Sequence[PlanCheck
     with served("jobs-cached", "ingress.app:app", env, "/readyz") as cached:
         answer = second_answer(cached.port, tokens[0])
         runs.append(measure(cached, "listing, cache on", specs, config, []))
+        # The same searches again and again: after the first of each, hot pages from Redis.
+        runs.append(measure(cached, f"search mix, cache on, {config.concurrency} connections", specs, config, steps))
     return runs, answer
 
 
@@ -259,7 +262,7 @@ def render(report: JobsReport) -> str:
     searches = [r for r in report.runs if r.name.startswith("search mix")]
     lines += [""]
     lines += [
-        f"- target search p99 < {TARGET_P99_MS:.0f} ms server-side, {r.name.rsplit(', ', 1)[1]}: "
+        f"- target search p99 < {TARGET_P99_MS:.0f} ms server-side, {r.name.removeprefix('search mix, ')}: "
         f"{r.server_p99_ms:.1f} ms, {'met' if r.server_p99_ms < TARGET_P99_MS else 'MISSED'}"
         for r in searches
     ]
