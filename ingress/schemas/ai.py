@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -88,7 +87,7 @@ class UsageTotalsOut(ResponseModel):
     completion_tokens: int
     cached_tokens: int
     reasoning_tokens: int
-    cost_usd: Decimal
+    cost_usd: float = Field(description="US dollars, to 8 decimal places.")
 
 
 class DailyUsageOut(UsageTotalsOut):
@@ -109,7 +108,7 @@ class UserUsageOut(UsageTotalsOut):
         return cls(user_id=None if user_id.int == 0 else user_id, model=model, **_counts(totals))
 
 
-def _counts(totals: UsageTotals) -> dict[str, int | Decimal]:
+def _counts(totals: UsageTotals) -> dict[str, int | float]:
     return {
         "calls": totals.calls,
         "failed_calls": totals.failed_calls,
@@ -117,7 +116,7 @@ def _counts(totals: UsageTotals) -> dict[str, int | Decimal]:
         "completion_tokens": totals.completion_tokens,
         "cached_tokens": totals.cached_tokens,
         "reasoning_tokens": totals.reasoning_tokens,
-        "cost_usd": totals.cost_usd,
+        "cost_usd": round(float(totals.cost_usd), 8),
     }
 
 
