@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select, tuple_, union_all
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, InvalidInput, NotFound
@@ -175,7 +175,7 @@ def listing_query(viewer: User, search: JobSearch, after: Cursor | None, rows: i
         own = select(Job.id).where(Job.deleted_at.is_(None), Job.employer_id == viewer.id, not_(_live()))
         parts = (_matching(part, search, after).order_by(*NEWEST_FIRST).limit(rows) for part in (public, own))
         query = select(Job).where(Job.id.in_(union_all(*parts)))
-    return query.order_by(*NEWEST_FIRST).limit(rows).options(selectinload(Job.employer))
+    return query.order_by(*NEWEST_FIRST).limit(rows).options(joinedload(Job.employer))
 
 
 Q = TypeVar("Q", bound=Select[Any])
