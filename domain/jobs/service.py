@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select, tuple_, union_all
+from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, func, not_, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session, joinedload
 
 from domain.core.db import utcnow
@@ -163,19 +163,27 @@ def browse_jobs(session: Session, viewer: User, search: JobSearch, *, cursor: st
 
 def listing_query(viewer: User, search: JobSearch, after: Cursor | None, rows: int) -> Select[Job]:
     """The statement `list_jobs` sends: the first `rows` postings after `after` it lists, newest first."""
-    if search.q:
-        # The GIN index finds the matches, sorted afterwards: an ordered index scan filtering on a
-        # word rarer than the planner thinks would read the whole index.
-        query = _matching(_visible_to(viewer), search, after)
-    else:
-        # Published postings and the viewer's other ones each walk their own ordered index
-        # (ix_jobs_published_created_at, ix_jobs_employer_id_created_at) and stop after `rows`:
-        # one scan of their OR could use neither and would sort every published posting.
-        public = select(Job.id).where(Job.deleted_at.is_(None), _live())
-        own = select(Job.id).where(Job.deleted_at.is_(None), Job.employer_id == viewer.id, not_(_live()))
-        parts = (_matching(part, search, after).order_by(*NEWEST_FIRST).limit(rows) for part in (public, own))
-        query = select(Job).where(Job.id.in_(union_all(*parts)))
+    page = _matches_page(viewer, search, after, rows) if search.q else _listing_page(viewer, search, after, rows)
+    # The page's ids first, then their rows with their employers: joining before the page is
+    # cut would join (and sort) every match.
+    query = select(Job).where(Job.id.in_(page))
     return query.order_by(*NEWEST_FIRST).limit(rows).options(joinedload(Job.employer))
+
+
+def _matches_page(viewer: User, search: JobSearch, after: Cursor | None, rows: int) -> Select[Any]:
+    # The GIN index finds the matches, sorted afterwards: an ordered index scan filtering on a
+    # word rarer than the planner thinks would read the whole index.
+    visible = select(Job.id).where(Job.deleted_at.is_(None), or_(_live(), Job.employer_id == viewer.id))
+    return _matching(visible, search, after).order_by(*NEWEST_FIRST).limit(rows)
+
+
+def _listing_page(viewer: User, search: JobSearch, after: Cursor | None, rows: int) -> CompoundSelect[Any]:
+    # Published postings and the viewer's other ones each walk their own ordered index
+    # (ix_jobs_published_created_at, ix_jobs_employer_id_created_at) and stop after `rows`:
+    # one scan of their OR could use neither and would sort every published posting.
+    public = select(Job.id).where(Job.deleted_at.is_(None), _live())
+    own = select(Job.id).where(Job.deleted_at.is_(None), Job.employer_id == viewer.id, not_(_live()))
+    return union_all(*(_matching(part, search, after).order_by(*NEWEST_FIRST).limit(rows) for part in (public, own)))
 
 
 Q = TypeVar("Q", bound=Select[Any])
