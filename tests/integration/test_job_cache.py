@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -146,28 +145,25 @@ def test_a_page_lives_no_longer_than_its_earliest_expiry(client, employer, candi
     later = publish(client, employer, post_job(client, employer, title="Lasting")["id"])
     publish(client, employer, post_job(client, employer, title="Leaving")["id"])
     # Raw SQL is not tracked; the page is built after it. The first page shows only "Leaving",
-    # the one right after it decides whether there is a next page.
-    expiry = utcnow() + timedelta(seconds=1.5)
+    # the one right after it decides whether there is a next page: its expiry bounds the page.
+    expiry = utcnow() + timedelta(seconds=20)
     connection.execute(text("UPDATE jobs SET expires_at = :at WHERE id = :id"), {"at": expiry, "id": later["id"]})
     first = listing(client, candidate, limit=1)
     assert titles(first) == ["Leaving"] and first.json["nextCursor"]
     (key,) = page_keys(redis_client)
-    assert 0 < redis_client.pttl(key) <= 1500
+    # Redis drops the page when the posting leaves the listing, not after the 30 s TTL.
+    assert 10_000 < redis_client.pttl(key) <= 20_000
     assert listing(client, candidate, limit=1).headers["X-Cache"] == "hit"
-    time.sleep(max(0.0, (expiry - utcnow()).total_seconds()) + 0.05)
-    assert listing(client, candidate, limit=1).headers["X-Cache"] == "miss"
 
 
 def test_a_page_lives_at_most_the_configured_time(settings, database, redis_client, candidate, employer, client):
     publish(client, employer, post_job(client, employer)["id"])
-    short = settings.model_copy(update={"job_listing_cache_seconds": 0.3})
+    short = settings.model_copy(update={"job_listing_cache_seconds": 5})
     quick = falcon.testing.TestClient(create_app(short, database=database, redis_client=redis_client))
     assert listing(quick, candidate).headers["X-Cache"] == "miss"
     (key,) = page_keys(redis_client)
-    assert 0 < redis_client.pttl(key) <= 300
+    assert 0 < redis_client.pttl(key) <= 5_000
     assert listing(quick, candidate).headers["X-Cache"] == "hit"
-    time.sleep(0.35)
-    assert listing(quick, candidate).headers["X-Cache"] == "miss"
 
 
 def test_a_slow_reader_cannot_store_a_page_older_than_a_commit(client, employer, redis_client, database, keyring):
