@@ -130,7 +130,7 @@ def create_app(
     app.add_route(f"{API}/openapi.json", openapi.OpenApiDocument(openapi.build_document(routes, VERSION)))
     app.add_route("/docs", openapi.DocsPage())
     app.add_route("/docs/init.js", openapi.DocsInit())
-    app.add_route("/metrics", ops.Metrics())
+    app.add_route("/metrics", ops.Metrics(services))
     return app
 
 

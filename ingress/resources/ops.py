@@ -61,5 +61,14 @@ class Readyz:
 class Metrics:
     rate_limited = False
 
+    def __init__(self, services: Services) -> None:
+        """Serve the metrics, with the Celery queues' lengths when the broker is Redis."""
+        broker_url = services.settings.effective_broker_url or ""
+        self.broker: redis.Redis | None = None
+        if broker_url == services.settings.redis_url:
+            self.broker = services.redis
+        elif broker_url.startswith(("redis://", "rediss://")):
+            self.broker = redis.Redis.from_url(broker_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
     def on_get(self, req: ApiRequest, resp: falcon.Response) -> None:
-        resp.data, resp.content_type = metrics.render()
+        resp.data, resp.content_type = metrics.render(self.broker)

@@ -130,3 +130,23 @@ def test_production_adds_hsts(settings, database, redis_client):
     production = settings.model_copy(update={"env": "production"})
     client = falcon.testing.TestClient(create_app(production, database=database, redis_client=redis_client))
     assert client.simulate_get("/healthz").headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_metrics_show_the_celery_queue_lengths(client, redis_client, settings):
+    # Messages as kombu's Redis transport keeps them: one list per queue and priority step.
+    redis_client.lpush("email", "m1", "m2")
+    redis_client.lpush("email\x06\x163", "m3")
+    redis_client.lpush("ai", "m4")
+    text = client.simulate_get("/metrics").text
+    assert 'deepref_queue_length{queue="email"} 3.0' in text
+    assert 'deepref_queue_length{queue="ai"} 1.0' in text
+    assert 'deepref_queue_length{queue="sync"} 0.0' in text
+
+
+def test_metrics_without_the_broker_still_answer(settings, database, redis_client):
+    elsewhere = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    client = falcon.testing.TestClient(create_app(elsewhere, database=database, redis_client=redis_client))
+    answer = client.simulate_get("/metrics")
+    assert answer.status_code == 200
+    assert "deepref_queue_length" not in answer.text
+    assert "deepref_http_requests_total" in answer.text
