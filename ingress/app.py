@@ -23,6 +23,7 @@ from domain.verification.models import Channel
 from ingress import errors, middleware, openapi
 from ingress.context import ApiRequest, Services
 from ingress.dispatch import celery_sender
+from ingress.offload import cpu_offload
 from ingress.resources import (
     ai,
     audit,
@@ -105,7 +106,7 @@ def create_app(
         settings=settings,
         database=database,
         redis=client,
-        accounts=Accounts.from_settings(settings),
+        accounts=Accounts.from_settings(settings, cpu_offload()),
         limiter=RateLimiter(client),
         user_cache=user_cache,
     )

@@ -21,7 +21,7 @@ from domain.core.pagination import DEFAULT_LIMIT, Page, newest_first
 from domain.users import mfa
 from domain.users.cache import UserCache
 from domain.users.models import SELF_SERVICE_ROLES, RefreshToken, Role, User, UserStatus
-from domain.users.passwords import PasswordHasher, password_problem
+from domain.users.passwords import Offload, PasswordHasher, in_place, password_problem
 from domain.users.tokens import (
     AccessTokens,
     TokenPair,
@@ -43,9 +43,10 @@ class Accounts:
     refresh_ttl: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Accounts:
+    def from_settings(cls, settings: Settings, offload: Offload | None = None) -> Accounts:
+        """Accounts per the settings; `offload` runs password hashing off the caller's event loop."""
         return cls(
-            hasher=PasswordHasher(settings.bcrypt_rounds),
+            hasher=PasswordHasher(settings.bcrypt_rounds, offload or in_place),
             access_tokens=AccessTokens(
                 settings.secret_key, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl
             ),
