@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint fmt typecheck migrate bench clean
+.PHONY: run test lint fmt typecheck migrate bench load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ migrate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtests.bench
+
+load: $(STAMP)
+	$(BIN)/python -m loadtests.load
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage*

@@ -1,0 +1,290 @@
+"""`make load`: Locust's candidates, referees and employers (loadtests/locustfile.py) against a running system.
+
+What is measured
+    Locust runs headless against the ingress at HOST, the users' event streams against RELAY_URL,
+    USERS users started SPAWN_RATE per second, for DURATION. Printed afterwards, per endpoint
+    (route template), from Locust's stats CSV: requests, failures, requests/s and p50/p95/p99 in
+    ms (the relay's rows are type SSE: opening a stream, and a 202 until the event saying its
+    operation ended). While it runs, every LOAD_SAMPLE_SECONDS: the length of each Celery queue in
+    the broker (Redis lists named after the queues ai, email, sms, audit, sync; kombu's priority
+    lists `<queue>\\x06\\x16<n>` are added in, should priorities ever be used) and the broker's
+    `unacked` hash, reported as max and mean, i.e. the queue lag; and the largest RSS of an ingress
+    gunicorn worker (the children of the gunicorn serving `ingress.app:app`, from /proc).
+    Afterwards the no-loss check: every operation created since the run started (PostgreSQL's
+    clock) must reach a terminal status (succeeded, failed, dead, cancelled) within LOAD_DRAIN_SECONDS;
+    the count still open is printed.
+
+    The targets at USERS=1500: p95 < 50 ms per endpoint, no failed request, no operation left open,
+    an ingress worker's RSS < 256 MB. The exit status is 1 when a request failed or an operation is
+    still open.
+
+Starting the system for it
+    Every simulated user registers with real bcrypt and, in one process, all come from 127.0.0.1
+    (each sends its own X-Forwarded-For, believed from loopback): start the system with a cheap hash
+    and the limiter never refusing, as `make bench` does (loadtests/servers.py), e.g.
+        BCRYPT_ROUNDS=4 RATE_LIMIT_PER_MINUTE=1000000 LOGIN_RATE_LIMIT_PER_MINUTE=1000000 make run
+    Referees read their links from the file outbox (SMTP_URL unset), <DEEPREF_VAR_DIR>/mail.
+
+Where PostgreSQL and Redis are
+    DATABASE_URL and REDIS_URL (BROKER_URL first for the queues) when set: give the same as the
+    system's. When unset, `make run` started embedded servers under DEEPREF_VAR_DIR (<project>/var)
+    and only printed their URLs, so they are found from their files: PostgreSQL from
+    var/postgres/postmaster.pid (port and socket directory; database `postgres`, user `postgres`),
+    Redis from the command line of the redis-server process serving `--dir var/redis` (its `--port`).
+
+Output
+    var/load/ (LOAD_DIR): Locust's CSVs (load_stats.csv, load_stats_history.csv, load_failures.csv,
+    load_exceptions.csv), its HTML report (report.html) and log (locust.log); the summary also as
+    summary.json.
+
+Environment: HOST (http://127.0.0.1:8000), RELAY_URL (http://127.0.0.1:8001), USERS (1500),
+SPAWN_RATE (50), DURATION (3m), DATABASE_URL, REDIS_URL, BROKER_URL, DEEPREF_VAR_DIR, LOAD_DIR
+(var/load), LOAD_SAMPLE_SECONDS (2), LOAD_DRAIN_SECONDS (60).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import redis
+
+from domain.core.config import PROJECT_ROOT
+
+QUEUES = ("ai", "email", "sms", "audit", "sync")
+# kombu's Redis transport keeps priorities 1-9 in lists `<queue><sep><step>` (sep "\x06\x16").
+PRIORITY_STEPS = (3, 6, 9)
+PRIORITY_SEPARATOR = "\x06\x16"
+TERMINAL = ("succeeded", "failed", "dead", "cancelled")
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str
+    relay_url: str
+    users: int
+    spawn_rate: float
+    duration: str
+    var_dir: Path
+    out_dir: Path
+    sample_seconds: float
+    drain_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        var_dir = Path(env.get("DEEPREF_VAR_DIR", PROJECT_ROOT / "var"))
+        return cls(
+            host=env.get("HOST", "http://127.0.0.1:8000").rstrip("/"),
+            relay_url=env.get("RELAY_URL", "http://127.0.0.1:8001").rstrip("/"),
+            users=int(env.get("USERS", "1500")),
+            spawn_rate=float(env.get("SPAWN_RATE", "50")),
+            duration=env.get("DURATION", "3m"),
+            var_dir=var_dir,
+            out_dir=Path(env.get("LOAD_DIR", var_dir / "load")),
+            sample_seconds=float(env.get("LOAD_SAMPLE_SECONDS", "2")),
+            drain_seconds=float(env.get("LOAD_DRAIN_SECONDS", "60")),
+        )
+
+
+# --- where the system's PostgreSQL and Redis are ----------------------------------------------
+
+
+def database_url(env: Mapping[str, str], var_dir: Path) -> str:
+    """A libpq URL: DATABASE_URL, else the embedded server `make run` started (its postmaster.pid)."""
+    if url := env.get("DATABASE_URL"):
+        return url.replace("postgresql+psycopg://", "postgresql://", 1)
+    pid_file = var_dir / "postgres" / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+    except FileNotFoundError:
+        sys.exit(f"load: DATABASE_URL is unset and no embedded PostgreSQL runs ({pid_file} is missing)")
+    # postmaster.pid: pid, data directory, start time, port, socket directory, listen address, …
+    port, socket_dir = lines[3].strip(), lines[4].strip()
+    return f"postgresql://postgres@/postgres?host={quote(socket_dir or '/tmp', safe='')}&port={port}"
+
+
+def redis_url(env: Mapping[str, str], var_dir: Path) -> str:
+    """BROKER_URL, else REDIS_URL, else the embedded redis-server serving var/redis (from /proc)."""
+    if url := env.get("BROKER_URL") or env.get("REDIS_URL"):
+        return url
+    wanted = str(var_dir / "redis")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--dir" in args and "--port" in args and args[args.index("--dir") + 1] == wanted:
+            return f"redis://127.0.0.1:{args[args.index('--port') + 1]}/0"
+    sys.exit(f"load: REDIS_URL is unset and no embedded redis-server serves {wanted}")
+
+
+# --- sampling during the run ------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    queues: dict[str, list[int]] = field(default_factory=lambda: {name: [] for name in (*QUEUES, "unacked")})
+    worker_rss_kb: int = 0
+
+
+def queue_lengths(client: redis.Redis) -> dict[str, int]:
+    """Messages waiting in each queue (all its priority lists), and delivered but unacknowledged."""
+    pipe = client.pipeline(transaction=False)
+    for name in QUEUES:
+        pipe.llen(name)
+        for step in PRIORITY_STEPS:
+            pipe.llen(f"{name}{PRIORITY_SEPARATOR}{step}")
+    pipe.hlen("unacked")
+    counts = [int(n) for n in pipe.execute()]
+    per_queue = len(PRIORITY_STEPS) + 1
+    lengths = {name: sum(counts[i * per_queue : (i + 1) * per_queue]) for i, name in enumerate(QUEUES)}
+    return lengths | {"unacked": counts[-1]}
+
+
+def ingress_worker_rss_kb() -> int:
+    """The largest VmRSS (kB) among the workers of the gunicorn serving ingress.app:app (0 if none)."""
+    largest = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"ingress.app:app" not in (proc / "cmdline").read_bytes():
+                continue
+            status = (proc / "status").read_text()
+            parent = Path("/proc") / _field(status, "PPid") / "cmdline"
+            if b"ingress.app:app" in parent.read_bytes():  # a worker, not the master
+                largest = max(largest, int(_field(status, "VmRSS").split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return largest
+
+
+def _field(status: str, name: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith(f"{name}:"))
+
+
+def sample(client: redis.Redis, every: float, stop: threading.Event, samples: Samples) -> None:
+    while not stop.wait(every):
+        try:
+            for name, length in queue_lengths(client).items():
+                samples.queues[name].append(length)
+        except redis.RedisError as exc:
+            print(f"load: broker sample failed: {exc}", file=sys.stderr)
+        samples.worker_rss_kb = max(samples.worker_rss_kb, ingress_worker_rss_kb())
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def run_locust(config: Config, run_id: str) -> int:
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    (config.out_dir / "locust.log").unlink(missing_ok=True)  # Locust appends to it
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--host", config.host, "--users", str(config.users), "--spawn-rate", str(config.spawn_rate),
+        "--run-time", config.duration, "--stop-timeout", "10",
+        "--csv", str(config.out_dir / "load"), "--csv-full-history", "--html", str(config.out_dir / "report.html"),
+        "--logfile", str(config.out_dir / "locust.log"), "--loglevel", "WARNING", "--only-summary",
+    ]  # fmt: skip
+    env = {**os.environ, "LOAD_RUN_ID": run_id, "RELAY_URL": config.relay_url, "DEEPREF_VAR_DIR": str(config.var_dir)}
+    print(
+        f"load: {config.users} users (+{config.spawn_rate:g}/s) for {config.duration} against {config.host}", flush=True
+    )
+    with open(config.out_dir / "locust.out", "wb") as output:
+        return subprocess.call(command, env=env, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT)
+
+
+def open_operations(dsn: str, since: datetime, wait: float) -> tuple[int, dict[str, int]]:
+    """Wait up to `wait` s for the operations created since `since` to end; (still open, count by status)."""
+    deadline = time.monotonic() + wait
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            rows = conn.execute(
+                "SELECT status::text, count(*) FROM operations WHERE created_at >= %s GROUP BY 1", (since,)
+            ).fetchall()
+            by_status = {str(status).lower(): int(count) for status, count in rows}
+            still_open = sum(n for status, n in by_status.items() if status not in TERMINAL)
+            if still_open == 0 or time.monotonic() > deadline:
+                return still_open, by_status
+            time.sleep(1)
+
+
+def database_now(dsn: str) -> datetime:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+# --- the summary ------------------------------------------------------------------------------
+
+
+def endpoint_rows(stats_csv: Path) -> list[dict[str, str]]:
+    with stats_csv.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def render(rows: list[dict[str, str]], samples: Samples, still_open: int, by_status: dict[str, int]) -> str:
+    lines = [
+        "| type | endpoint | requests | failures | req/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        name = "**all**" if row["Name"] == "Aggregated" else f"`{row['Name']}`"
+        lines.append(
+            f"| {row['Type']} | {name} | {row['Request Count']} | {row['Failure Count']} | "
+            f"{float(row['Requests/s']):.1f} | {row['50%']} | {row['95%']} | {row['99%']} |"
+        )
+    lines += ["", "| queue | max length | mean length |", "|---|---:|---:|"]
+    for name, lengths in samples.queues.items():
+        mean = statistics.fmean(lengths) if lengths else 0.0
+        lines.append(f"| {name} | {max(lengths, default=0)} | {mean:.1f} |")
+    lines += [
+        "",
+        f"ingress worker peak RSS: {samples.worker_rss_kb / 1024:.0f} MB (sampled)",
+        f"operations created during the run: {sum(by_status.values())} {json.dumps(by_status, sort_keys=True)}",
+        f"operations still open after the drain: {still_open}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    config = Config.from_env(os.environ)
+    dsn = database_url(os.environ, config.var_dir)
+    broker = redis.Redis.from_url(redis_url(os.environ, config.var_dir))
+    run_id = uuid.uuid4().hex[:8]
+    since = database_now(dsn)
+    samples, stop = Samples(), threading.Event()
+    sampler = threading.Thread(target=sample, args=(broker, config.sample_seconds, stop, samples), daemon=True)
+    sampler.start()
+    try:
+        locust_status = run_locust(config, run_id)
+    finally:
+        stop.set()
+        sampler.join()
+    still_open, by_status = open_operations(dsn, since, config.drain_seconds)
+    rows = endpoint_rows(config.out_dir / "load_stats.csv")
+    print(render(rows, samples, still_open, by_status))
+    failures = sum(int(row["Failure Count"]) for row in rows if row["Name"] == "Aggregated")
+    summary: dict[str, object] = {"runId": run_id, "config": {k: str(v) for k, v in asdict(config).items()}}
+    summary |= {"endpoints": rows, "queues": samples.queues, "ingressWorkerPeakRssKb": samples.worker_rss_kb}
+    summary |= {"operations": by_status, "stillOpen": still_open, "locustExitStatus": locust_status}
+    (config.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"load: reports in {config.out_dir} (report.html, load_stats.csv, locust.log)")
+    return 1 if failures or still_open or locust_status not in (0, 1) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
