@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-HOST = "127.0.0.1"
+from tests.fakes.served import HOST, ServedFake
+
 API_PATH = "/api/v1"
 COMPLETIONS_PATH = API_PATH + "/chat/completions"
 
@@ -70,16 +71,13 @@ class _Reply:
     content: str | None = None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # A burst of concurrent clients must not overflow the listen backlog (default 5).
-    request_queue_size = 1024
-
-
-class FakeOpenRouter:
+class FakeOpenRouter(ServedFake):
     """See the module docstring."""
 
+    name = "fake-openrouter"
+
     def __init__(self, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key or "sk-or-v1-" + secrets.token_hex(32)
         self.answer: Callable[[dict[str, Any]], str] = lambda body: "{}"
         self.usage: FakeUsage | None = FakeUsage()
@@ -89,15 +87,11 @@ class FakeOpenRouter:
         self._scripted: list[_Reply] = []
         self._model_failures: dict[str, list[int]] = {}
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """The OPENROUTER_BASE_URL that reaches this fake."""
-        if self._server is None:
-            raise RuntimeError("the fake is not running")
-        return f"http://{HOST}:{self._server.server_address[1]}{API_PATH}"
+        return f"http://{HOST}:{self.port}{API_PATH}"
 
     @property
     def requests(self) -> list[ChatCall]:
@@ -136,33 +130,13 @@ class FakeOpenRouter:
         with self._lock:
             self._scripted.extend([_Reply(200, content="Sure! Here is what I think: it went well.")] * times)
 
-    def start(self) -> FakeOpenRouter:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(_Handler):
             openrouter = fake
 
-        self._server = _Server((HOST, 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openrouter", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOpenRouter:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
     def _respond(self, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> _Reply:
         """Decide the reply to one POST and record it (called from the server's threads)."""

@@ -25,11 +25,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-HOST = "127.0.0.1"
+from tests.fakes.served import HOST, ServedFake
 
 
 @dataclass(frozen=True)
@@ -53,25 +53,24 @@ class RecordedRequest:
     status: int
 
 
-class FakeTwilio:
+class FakeTwilio(ServedFake):
     """See the module docstring."""
 
+    name = "fake-twilio"
+
     def __init__(self, account_sid: str | None = None, auth_token: str | None = None) -> None:
+        super().__init__()
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
         self.auth_token = auth_token or secrets.token_hex(16)
         self.messages: list[SentSms] = []
         self.requests: list[RecordedRequest] = []
         self._scripted: list[tuple[int, Any]] = []
         self._changed = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """The TWILIO_API_URL that reaches this fake."""
-        if self._server is None:
-            raise RuntimeError("the fake is not running")
-        return f"http://{HOST}:{self._server.server_address[1]}"
+        return f"http://{HOST}:{self.port}"
 
     @property
     def messages_path(self) -> str:
@@ -116,34 +115,13 @@ class FakeTwilio:
                 self._changed.wait(remaining)
             return list(self.messages)
 
-    def start(self) -> FakeTwilio:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(_Handler):
             twilio = fake
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-twilio", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeTwilio:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
     def _answer(self, path: str, credentials: tuple[str, str] | None, form: dict[str, str]) -> tuple[int, Any]:
         """Decide the response to one POST; record it (called from the server's threads)."""
