@@ -78,7 +78,7 @@ def usage_by_day(
     query = _totals((day, AiUsage.model)).where(AiUsage.user_id == user_id)
     query = query.where(AiUsage.created_at >= period.start, AiUsage.created_at < period.end)
     if cursor:
-        after_day, after_model = _decode(cursor, 2)
+        after_day, after_model = _decode(cursor)
         after = _date(after_day)
         query = query.where((day < after) | ((day == after) & (AiUsage.model > after_model)))
     query = query.group_by(day, AiUsage.model).order_by(day.desc(), AiUsage.model)
@@ -99,7 +99,7 @@ def usage_by_user(
     if user_id is not None:
         query = query.where(AiUsage.user_id == user_id)
     if cursor:
-        after_user, after_model = _decode(cursor, 2)
+        after_user, after_model = _decode(cursor)
         query = query.where(tuple_(user_key, AiUsage.model) > tuple_(_uuid(after_user), after_model))
     query = query.group_by(user_key, AiUsage.model).order_by(user_key, AiUsage.model)
     return _page(session, query, limit)
@@ -144,12 +144,13 @@ def _encode(key: tuple[str, str]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
 
-def _decode(value: str, size: int) -> list[str]:
+def _decode(value: str) -> list[str]:
+    """The (group, model) key of a nextCursor; raises InvalidInput for anything else."""
     try:
         key = json.loads(base64.urlsafe_b64decode((value + "=" * (-len(value) % 4)).encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise _bad_cursor() from exc
-    if not (isinstance(key, list) and len(key) == size and all(isinstance(part, str) for part in key)):
+    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(part, str) for part in key)):
         raise _bad_cursor()
     return key
 
