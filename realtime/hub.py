@@ -233,7 +233,7 @@ class Hub:
             self._delay = min(self._delay * 2, RECONNECT_MAX)
 
     def _listen(self) -> None:
-        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8
         self._pending_mark = None
         try:
             pubsub.psubscribe(CHANNEL_PATTERN)

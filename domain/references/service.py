@@ -13,6 +13,7 @@ from typing import Literal
 
 from sqlalchemy import Select, false, func, select
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from domain.audit import service as audit
 from domain.audit.service import Fact
@@ -230,8 +231,14 @@ def list_references(
     query = _visible_to(viewer)
     if status is not None:
         query = query.where(Reference.status == status)
-    query = query.options(selectinload(Reference.candidate))
-    return newest_first(session, query, (Reference.created_at, Reference.id), cursor=cursor, limit=limit)
+    own = viewer.role not in (Role.EMPLOYER, Role.REFERRER)
+    if not own:
+        query = query.options(selectinload(Reference.candidate))
+    page = newest_first(session, query, (Reference.created_at, Reference.id), cursor=cursor, limit=limit)
+    if own:  # every item is the viewer's own: no second query for the candidate
+        for reference in page.items:
+            set_committed_value(reference, "candidate", viewer)
+    return page
 
 
 def _visible_to(viewer: User) -> Select[Reference]:
