@@ -1,7 +1,12 @@
 """gunicorn settings for the ingress (gevent workers).
 
 No `preload_app`: psycopg must be imported after gevent has patched the worker, or
-every query blocks the whole worker. Keep-alive outlasts clients' think time.
+every query blocks the whole worker.
+
+Keep-alive outlasts the idle timeout of the usual proxies and clients (60 s): the side
+that closes an idle connection should be the client's, or a request sent just as the
+server closes it is lost ("connection closed"); with 5 s, `make load` lost a few POSTs of
+users who had paused a little longer. On SIGTERM, idle connections end at graceful_timeout.
 """
 
 import multiprocessing
@@ -11,7 +16,7 @@ bind = f"127.0.0.1:{os.environ.get('INGRESS_PORT', '8000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(max(2, multiprocessing.cpu_count()))))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
-keepalive = 5
+keepalive = 65
 timeout = 30
 graceful_timeout = 30
 preload_app = False

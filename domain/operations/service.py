@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from domain.core.db import utcnow
 from domain.core.errors import Conflict, NotFound
@@ -23,6 +24,7 @@ from domain.operations import routes
 from domain.operations.dispatch import stage_event, stage_task
 from domain.operations.models import TERMINAL, Operation, OperationStatus, OutboxMessage
 from domain.operations.routes import TaskRoute
+from domain.users.models import User
 
 EVENT = "operation.updated"
 PROBE_KIND = "system.probe"
@@ -76,22 +78,26 @@ def _schedule(session: Session, operation: Operation, route: TaskRoute, payload:
     stage_task(session, message)
 
 
-def get_for_owner(session: Session, owner_id: uuid.UUID, operation_id: uuid.UUID) -> Operation:
+def get_for_owner(session: Session, owner: User, operation_id: uuid.UUID) -> Operation:
     """The caller's operation; raises NotFound for anyone else's."""
     operation = session.get(Operation, operation_id)
-    if operation is None or operation.user_id != owner_id:
+    if operation is None or operation.user_id != owner.id:
         raise NotFound("operation not found")
+    set_committed_value(operation, "owner", owner)  # its data key opens the result: no query for the owner
     return operation
 
 
 def list_for_owner(
-    session: Session, owner_id: uuid.UUID, *, status: OperationStatus | None, cursor: str | None, limit: int
+    session: Session, owner: User, *, status: OperationStatus | None, cursor: str | None, limit: int
 ) -> Page[Operation]:
     """The caller's operations, newest first, keyset-paginated."""
-    query = select(Operation).where(Operation.user_id == owner_id)
+    query = select(Operation).where(Operation.user_id == owner.id)
     if status is not None:
         query = query.where(Operation.status == status)
-    return newest_first(session, query, (Operation.created_at, Operation.id), cursor=cursor, limit=limit)
+    page = newest_first(session, query, (Operation.created_at, Operation.id), cursor=cursor, limit=limit)
+    for operation in page.items:
+        set_committed_value(operation, "owner", owner)
+    return page
 
 
 def cancel(session: Session, owner_id: uuid.UUID, operation_id: uuid.UUID) -> Operation:

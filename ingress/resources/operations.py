@@ -25,7 +25,7 @@ class OperationList:
         query: OperationListQuery = req.context.query
         page = operations.list_for_owner(
             req.context.session,
-            req.context.user.id,
+            req.context.user,
             status=OperationStatus(query.status) if query.status else None,
             cursor=query.cursor,
             limit=query.limit,
@@ -37,10 +37,14 @@ class OperationList:
 
 class OperationItem:
     @endpoint(
-        "One of your operations: status, attempts, result or error", tag=TAG, response=OperationOut, errors=(404,)
+        "One of your operations: status, attempts, result or error",
+        tag=TAG,
+        response=OperationOut,
+        errors=(404,),
+        read_only=True,
     )
     def on_get(self, req: ApiRequest, resp: falcon.Response, operation_id: uuid.UUID) -> None:
-        operation = operations.get_for_owner(req.context.session, req.context.user.id, operation_id)
+        operation = operations.get_for_owner(req.context.session, req.context.user, operation_id)
         resp.media = OperationOut.of(operation).to_json()
 
 

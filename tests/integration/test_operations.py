@@ -20,7 +20,7 @@ from domain.core.events import replay
 from domain.notifications.providers import TwilioSmsProvider
 from domain.operations.models import Operation, OperationStatus, OutboxMessage
 from ingress.app import create_app
-from tests.conftest import Account, register
+from tests.conftest import Account, register, statements_during, without_savepoints
 from tests.fakes import FakeTwilio, mail_outbox, sms_outbox
 
 CODE = re.compile(r"\b(\d{6})\b")
@@ -320,3 +320,18 @@ def test_an_operation_keeps_the_id_of_the_request_that_queued_it(client, admin, 
     with database.transaction() as session:
         [request_id] = session.scalars(select(Operation.request_id).where(Operation.kind == "audit.append")).all()
     assert request_id == "req-abc-123"
+
+
+def test_reading_ones_operation_is_one_query_outside_any_transaction(client, account, worker, connection):
+    accepted = client.simulate_post("/api/v1/users/me/email-verification", headers=account.auth)
+    worker.drain()
+    operation_id = accepted.json["operation"]["id"]
+    _operation(client, account, operation_id)  # the caller's row is now in the user cache
+    _list = lambda: client.simulate_get("/api/v1/operations", headers=account.auth)  # noqa: E731
+    read = without_savepoints(statements_during(connection, lambda: _operation(client, account, operation_id)))
+    listed = without_savepoints(statements_during(connection, _list))
+    # The result is sealed with the caller's key, and the caller is already known: no query for the owner.
+    assert len(read) == 1 and read[0].startswith("SELECT operations.")
+    assert len(listed) == 1 and listed[0].startswith("SELECT operations.")
+    assert _operation(client, account, operation_id)["result"]["status"] == "sent"
+    assert _list().json["items"][0]["result"]["status"] == "sent"
