@@ -144,16 +144,31 @@ def worker_command(queues: list[str], pool: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
+# What clients wait on. The rest (workers, beat, Flower) runs at a lower CPU priority: when
+# the host is short of CPU, requests keep their latency and the queues absorb the excess,
+# drained once the peak has passed (`make load` shows both: latencies and queue lag).
+FOREGROUND = frozenset({"ingress", "relay"})
+BACKGROUND_NICENESS = 10
+
+
+def start(command: list[str], env: dict[str, str], *, background: bool) -> subprocess.Popen[bytes]:
+    """Start one child in a process group of its own: Ctrl-C reaches only this supervisor, which
+    then stops each child gracefully. Not a session of its own: with the kernel's autogroup
+    scheduling each session gets an equal share of the CPU, which would give the ingress's
+    gunicorn workers together as much as Flower, and make niceness meaningless."""
+    child = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, process_group=0)
+    if background:  # before it starts its pool: the pool's processes inherit the niceness
+        os.setpriority(os.PRIO_PROCESS, child.pid, BACKGROUND_NICENESS)
+    return child
+
+
 def supervise(commands: dict[str, list[str]], var_dir: Path) -> int:
     """Run the processes until one exits or we are told to stop; then stop them all."""
     metrics_dir = var_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    # Own sessions: Ctrl-C reaches only this supervisor, which then stops each child gracefully.
-    children = {
-        name: subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, start_new_session=True) for name, cmd in commands.items()
-    }
+    children = {name: start(cmd, env, background=name not in FOREGROUND) for name, cmd in commands.items()}
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:

@@ -54,6 +54,7 @@ def test_run_serves_the_api_under_gunicorn_and_stops_cleanly(system_env):
         assert refreshed.status_code == 200
         metrics = requests.get(f"{base}/metrics", timeout=10).text
         assert 'route="/api/v1/users/me"' in metrics
+        assert_priorities(process.pid)
 
         admin_env = {**system_env, "DEEPREF_ADMIN_PASSWORD": PASSWORD}
         created = create_admin(f"root-{email}", admin_env)
@@ -100,3 +101,33 @@ def test_cli_reports_configuration_errors(tmp_path):
     result = subprocess.run([DEEPREF, "migrate"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "production refuses to start" in result.stderr
+
+
+def assert_priorities(supervisor: int) -> None:
+    """What clients wait on runs at normal priority, the rest niced; all in the supervisor's session."""
+    children = {pid: cmdline for pid, cmdline in processes().items() if parent_of(pid) == supervisor}
+    assert len(children) == 9  # ingress, relay, a worker for each of the 5 queues, beat, Flower
+    for pid, cmdline in children.items():
+        expected = 0 if "gunicorn" in cmdline else 10
+        assert os.getpriority(os.PRIO_PROCESS, pid) == expected, cmdline
+        assert os.getsid(pid) == os.getsid(supervisor), cmdline  # one scheduling autogroup
+        assert os.getpgid(pid) == pid, cmdline  # Ctrl-C at the terminal reaches the supervisor only
+
+
+def processes() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:  # ended meanwhile
+                continue
+    return found
+
+
+def parent_of(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])

@@ -59,6 +59,13 @@ def test_exactly_one_beat_and_flower_behind_basic_auth():
     assert any(part.startswith("--basic-auth=${FLOWER_BASIC_AUTH:?") for part in flower)
 
 
+def test_background_services_yield_the_cpu_to_the_ingress_and_the_relay():
+    celery = {name for name in APP_SERVICES if command(name)[:3] == ["celery", "-A", "tasks"]}
+    assert len(celery) == len(QUEUES) + 2  # the workers, beat and Flower
+    assert {SERVICES[name].get("cpu_shares") for name in celery} == {256}
+    assert SERVICES["ingress"].get("cpu_shares", 1024) == SERVICES["relay"].get("cpu_shares", 1024) == 1024
+
+
 def test_the_commands_exist_in_the_code():
     assert command("migrate") == ["deepref", "migrate"]
     with pytest.raises(SystemExit) as shown:  # `deepref migrate --help` exists (and exits 0)
