@@ -20,16 +20,17 @@ What is measured
 
 Stepping
     With STEPS (e.g. 1500,3000,4500,6000) Locust runs once per step, in order, with that many users
-    (SPAWN_RATE and DURATION as above, a fresh LOAD_RUN_ID, queues and RSS sampled per step). Between
-    steps it waits up to LOAD_DRAIN_SECONDS for the broker's queues and `unacked` to be empty, so one
-    step's backlog does not spill into the next. A step holds when no request failed and the p95
-    of every row is at most LOAD_P95_LIMIT_MS: every endpoint, and the relay's rows, among them a
-    202 until the event saying its operation ended, so workers falling behind count too. Unless
-    LOAD_STOP_AT_FIRST_MISS is 0, the first step that does not hold is the last. Printed: each step's endpoint and queue tables, the no-loss check
-    once (operations since the first step), a capacity table (per step: req/s, failures, p50/p95/p99,
-    the slowest endpoint's p95, the longest queue, the ingress worker's peak RSS, holds) and the
-    capacity, the largest step that holds. The exit status is 1 only when an operation is still
-    open: a step that does not hold is a result, not an error.
+    (SPAWN_RATE and DURATION as above, a fresh LOAD_RUN_ID, queues and RSS sampled per step).
+    Between steps it waits up to LOAD_DRAIN_SECONDS for the broker's queues and `unacked` to be
+    empty, so one step's backlog does not spill into the next. A step holds when no request failed
+    and the p95 of every row is at most LOAD_P95_LIMIT_MS: every endpoint, and the relay's rows,
+    among them a 202 until the event saying its operation ended, so workers falling behind count
+    too. Unless LOAD_STOP_AT_FIRST_MISS is 0, the first step that does not hold is the last.
+    Printed: each step's endpoint and queue tables, the no-loss check once (operations since the
+    first step), a capacity table (per step: req/s, failures, p50/p95/p99, the slowest endpoint's
+    p95, the longest queue, the ingress worker's peak RSS, holds) and the capacity, the largest step
+    that holds. The exit status is 1 only when an operation is still open: a step that does not hold
+    is a result, not an error.
 
 Starting the system for it
     Every simulated user registers with real bcrypt and, in one process, all come from 127.0.0.1
