@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,9 @@ class RequestContext(falcon.Context):
         self.query: Any = None
         # The caller's row as found in the user cache, read with the rate-limit count.
         self.prefetched_caller: tuple[User | None, str | None] | None = None
+        # The claimed Idempotency-Key record, and whether the response went into the request's transaction.
+        self.idempotency_record: uuid.UUID | None = None
+        self.idempotency_stored = False
 
     @property
     def session(self) -> Session:

@@ -200,27 +200,42 @@ class Idempotency:
         ctx.idempotency_record = outcome.record_id
 
     def process_response(self, req: ApiRequest, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
-        record_id = getattr(req.context, "idempotency_record", None)
+        """Runs after DatabaseSession's: a success was stored with the work; settle anything else."""
+        ctx = req.context
+        record_id = ctx.idempotency_record
         if record_id is None:
             return
-        database = req.context.services.database
-        if resp.status_code >= 500 or resp.status_code == 429:
+        database = ctx.services.database
+        if resp.status_code >= 500 or resp.status_code == 429:  # the commit's failure included
             idempotency.release(database, record_id)
-            return
-        headers = {name: value for name in REPLAYED_HEADERS if (value := resp.get_header(name)) is not None}
-        headers.setdefault("Content-Type", resp.content_type or falcon.MEDIA_JSON)
-        idempotency.complete(database, record_id, resp.status_code, headers, resp.render_body() or b"")
+        elif not ctx.idempotency_stored:  # a client error, or a success that wrote nothing
+            idempotency.complete(database, record_id, *replayable(resp))
+
+
+def replayable(resp: falcon.Response) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body an Idempotency-Key repeat gets back."""
+    headers = {name: value for name in REPLAYED_HEADERS if (value := resp.get_header(name)) is not None}
+    headers.setdefault("Content-Type", resp.content_type or falcon.MEDIA_JSON)
+    return resp.status_code, headers, resp.render_body() or b""
 
 
 class DatabaseSession:
-    """One session per request: committed when the request succeeded, else rolled back."""
+    """One session per request: committed when the request succeeded, else rolled back.
+
+    A success's Idempotency-Key response is stored in the same transaction: a repeat replays
+    exactly the work that was committed, and a failed commit leaves neither behind.
+    """
 
     def process_response(self, req: ApiRequest, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         ctx = req.context
         if not ctx.has_session:
             return
+        commit = req_succeeded and resp.status_code < 400
         try:
-            ctx.close_session(commit=req_succeeded and resp.status_code < 400)
+            if commit and ctx.idempotency_record is not None:
+                idempotency.record_response(ctx.session, ctx.idempotency_record, *replayable(resp))
+                ctx.idempotency_stored = True
+            ctx.close_session(commit=commit)
         except Exception as exc:  # the commit failed: the client must not see the success
             if isinstance(exc, DBAPIError):
                 handle_database_error(req, resp, exc, {})

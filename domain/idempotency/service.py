@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from domain.core.crypto import open_sealed, seal
 from domain.core.db import Database, utcnow
@@ -96,15 +97,21 @@ def _replay_of(record: IdempotencyKey, request_hash: bytes) -> Replay:
 
 
 def complete(db: Database, record_id: uuid.UUID, status: int, headers: dict[str, str], body: bytes) -> None:
-    """Store the response so that repeats replay it byte for byte."""
+    """Store the response so that repeats replay it byte for byte, in a transaction of its own."""
     with db.transaction() as session:
-        record = session.get(IdempotencyKey, record_id)
-        if record is None:  # pruned or taken over meanwhile: nothing to replay
-            return
-        record.state = IdempotencyState.COMPLETED
-        record.response_status = status
-        record.response_headers = headers
-        record.response_body = seal(current_keyring().service_key, body, record_id.bytes)
+        record_response(session, record_id, status, headers, body)
+
+
+def record_response(session: Session, record_id: uuid.UUID, status: int, headers: dict[str, str], body: bytes) -> None:
+    """Store the response in `session`'s transaction: given the request's own, the work and the
+    response it replays are committed together or not at all."""
+    record = session.get(IdempotencyKey, record_id)
+    if record is None:  # pruned or taken over meanwhile: nothing to replay
+        return
+    record.state = IdempotencyState.COMPLETED
+    record.response_status = status
+    record.response_headers = headers
+    record.response_body = seal(current_keyring().service_key, body, record_id.bytes)
 
 
 def release(db: Database, record_id: uuid.UUID) -> None:

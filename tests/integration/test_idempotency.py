@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import falcon.testing
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from domain.core.db import utcnow
 from domain.idempotency import service as idempotency
@@ -104,3 +104,22 @@ def test_completing_a_pruned_claim_is_harmless(database):
     idempotency.release(database, claim.record_id)
     idempotency.complete(database, claim.record_id, 201, {}, b"{}")
     assert isinstance(idempotency.claim(database, "ip:1", "gone", b"h"), idempotency.Claimed)
+
+
+def test_the_stored_response_commits_with_the_work_or_not_at_all(client, database, connection):
+    # Storing the response fails (as a lost connection or a full disk would): the work goes with it.
+    connection.execute(
+        text(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'disk full'; END $$;"
+            "CREATE TRIGGER refuse BEFORE UPDATE ON idempotency_keys FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    )
+    headers = {"Idempotency-Key": "atomic"}
+    failed = client.simulate_post(REGISTER, json=BODY, headers=headers)
+    assert failed.status_code == 500 and _user_count(database) == 0  # no account without its replay
+    connection.execute(text("DROP TRIGGER refuse ON idempotency_keys"))
+    retried = client.simulate_post(REGISTER, json=BODY, headers=headers)  # the key was released
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+    replayed = client.simulate_post(REGISTER, json=BODY, headers=headers)
+    assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.content == retried.content
+    assert _user_count(database) == 1
