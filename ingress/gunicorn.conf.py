@@ -6,14 +6,15 @@ every query blocks the whole worker.
 Keep-alive outlasts the idle timeout of the usual proxies and clients (60 s): the side
 that closes an idle connection should be the client's, or a request sent just as the
 server closes it is lost ("connection closed"); with 5 s, `make load` lost a few POSTs of
-users who had paused a little longer. On SIGTERM, idle connections end at graceful_timeout.
+users who had paused a little longer. On SIGTERM, idle connections end at once
+(ingress/worker.py), requests being served finish within graceful_timeout.
 """
 
 import multiprocessing
 import os
 
 bind = f"127.0.0.1:{os.environ.get('INGRESS_PORT', '8000')}"
-worker_class = "gevent"
+worker_class = "ingress.worker.GeventWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(max(2, multiprocessing.cpu_count()))))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 keepalive = 65

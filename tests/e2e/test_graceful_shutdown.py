@@ -69,6 +69,20 @@ class SlowRegistration:
         return int(response.split(b" ", 2)[1]) if response else "closed without an answer"
 
 
+def idle_keep_alive_connection(port: int) -> socket.socket:
+    """A connection that has had its answer and stays open for the next request."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=INGRESS_GRACEFUL_TIMEOUT)
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    stream = connection.makefile("rb")
+    assert stream.readline().startswith(b"HTTP/1.1 200")
+    headers = iter(stream.readline, b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in headers if line.lower().startswith(b"content-length:"))
+    for _ in headers:  # the rest of the headers
+        pass
+    assert stream.read(length).startswith(b"{"), "the whole body, and the connection stays open"
+    return connection
+
+
 def test_sigterm_to_the_ingress_answers_every_request_in_flight_then_exits(
     farm_env: dict[str, str], processes: Processes
 ) -> None:
@@ -81,8 +95,11 @@ def test_sigterm_to_the_ingress_answers_every_request_in_flight_then_exits(
     in_flight = [SlowRegistration(port) for _ in range(IN_FLIGHT)]
     for registration in in_flight:
         registration.wait_accepted()
+    idle = [idle_keep_alive_connection(port) for _ in range(IN_FLIGHT)]
 
     ingress.send_signal(signal.SIGTERM)
+    # Connections waiting for a next request are closed at once, not after the keep-alive (65 s).
+    assert [connection.recv(1) for connection in idle] == [b""] * IN_FLIGHT
     # New connections are refused while the accepted requests are still waiting for their bodies.
     wait_for(lambda: not port_open(port), INGRESS_GRACEFUL_TIMEOUT, "the ingress to stop listening")
     assert ingress.poll() is None, "the ingress exited with requests in flight"
