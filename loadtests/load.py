@@ -44,7 +44,7 @@ Where PostgreSQL and Redis are
     system's. When unset, `make run` started embedded servers under DEEPREF_VAR_DIR (<project>/var)
     and only printed their URLs, so they are found from their files: PostgreSQL from
     var/postgres/postmaster.pid (port and socket directory; database `postgres`, user `postgres`),
-    Redis from the command line of the redis-server process serving `--dir var/redis` (its `--port`).
+    Redis from var/redis/url, which the embedded Redis writes while it runs.
 
 Output
     var/load/ (LOAD_DIR): Locust's CSVs (load_stats.csv, load_stats_history.csv, load_failures.csv,
@@ -79,6 +79,7 @@ import psycopg
 import redis
 
 from domain.core.config import PROJECT_ROOT
+from domain.core.embedded import REDIS_URL_FILE
 
 QUEUES = ("ai", "email", "sms", "audit", "sync")
 # kombu's Redis transport keeps priorities 1-9 in lists `<queue><sep><step>` (sep "\x06\x16").
@@ -140,18 +141,14 @@ def database_url(env: Mapping[str, str], var_dir: Path) -> str:
 
 
 def redis_url(env: Mapping[str, str], var_dir: Path) -> str:
-    """BROKER_URL, else REDIS_URL, else the embedded redis-server serving var/redis (from /proc)."""
+    """BROKER_URL, else REDIS_URL, else the embedded Redis `make run` started (var/redis/url)."""
     if url := env.get("BROKER_URL") or env.get("REDIS_URL"):
         return url
-    wanted = str(var_dir / "redis")
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if "--dir" in args and "--port" in args and args[args.index("--dir") + 1] == wanted:
-            return f"redis://127.0.0.1:{args[args.index('--port') + 1]}/0"
-    sys.exit(f"load: REDIS_URL is unset and no embedded redis-server serves {wanted}")
+    url_file = var_dir / "redis" / REDIS_URL_FILE
+    try:
+        return url_file.read_text().strip()
+    except FileNotFoundError:
+        sys.exit(f"load: REDIS_URL is unset and no embedded Redis runs ({url_file} is missing)")
 
 
 # --- sampling during the run ------------------------------------------------------------------

@@ -60,6 +60,10 @@ class EmbeddedPostgres(_StartedInContext):
             self.server = None
 
 
+# In the embedded Redis's data directory while it runs: its URL.
+REDIS_URL_FILE = "url"
+
+
 @dataclass
 class EmbeddedRedis(_StartedInContext):
     data_dir: Path
@@ -94,9 +98,16 @@ class EmbeddedRedis(_StartedInContext):
         )
         url = f"redis://127.0.0.1:{self.port}/0"
         _wait_for_redis(url)
+        # Where other tools find it (`make load`): redis-server rewrites its command line.
+        self.url_file.write_text(url)
         return url
 
+    @property
+    def url_file(self) -> Path:
+        return self.data_dir / REDIS_URL_FILE
+
     def stop(self) -> None:
+        self.url_file.unlink(missing_ok=True)
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -83,14 +83,16 @@ def test_run_starts_and_stops_embedded_servers(system_env):
     env["DEEPREF_VAR_DIR"] = str(TEST_VAR / f"run-{worker_id()}")
     base = f"http://127.0.0.1:{env['INGRESS_PORT']}"
     process = subprocess.Popen([DEEPREF, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    url_file = Path(env["DEEPREF_VAR_DIR"]) / "redis" / "url"
     try:
         wait_ready(base, process, timeout=120)
+        running_url = url_file.read_text()  # how `make load` finds it
     finally:
         assert stop(process, signal.SIGINT) == 0
     output = process.stdout.read().decode() if process.stdout else ""
-    assert "embedded PostgreSQL at" in output and "embedded Redis at" in output
+    assert "embedded PostgreSQL at" in output and f"embedded Redis at {running_url}" in output
     redis_port = int(output.split("embedded Redis at redis://127.0.0.1:")[1].split("/")[0])
-    assert not port_open(redis_port)
+    assert not port_open(redis_port) and not url_file.exists()
     assert not (Path(env["DEEPREF_VAR_DIR"]) / "postgres" / "postmaster.pid").exists()
 
 
