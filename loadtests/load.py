@@ -159,6 +159,10 @@ class Samples:
     queues: dict[str, list[int]] = field(default_factory=lambda: {name: [] for name in (*QUEUES, "unacked")})
     worker_rss_kb: int = 0
 
+    def maxima(self) -> dict[str, int]:
+        """The longest each queue (and `unacked`) was when sampled."""
+        return {name: max(lengths, default=0) for name, lengths in self.queues.items()}
+
 
 def queue_lengths(client: redis.Redis) -> dict[str, int]:
     """Messages waiting in each queue (all its priority lists), and delivered but unacknowledged."""
@@ -355,8 +359,8 @@ def step_figures(users: int, rows: list[dict[str, str]], samples: Samples, p95_l
     total = next((row for row in rows if row["Name"] == "Aggregated"), NO_REQUEST)
     endpoints = [(_ms(row["95%"]), f"{row['Type']} {row['Name']}") for row in rows if row is not total]
     worst_p95, worst = max(((p, name) for p, name in endpoints if p is not None), default=(None, ""))
-    queue_max = {name: max(samples.queues.get(name, []), default=0) for name in QUEUES}
-    longest = max(QUEUES, key=lambda name: queue_max[name])
+    queue_max = samples.maxima()
+    longest = max(QUEUES, key=lambda name: queue_max.get(name, 0))
     p95, failures = _ms(total["95%"]), int(total["Failure Count"])
     return StepFigures(
         users=users,
@@ -367,8 +371,8 @@ def step_figures(users: int, rows: list[dict[str, str]], samples: Samples, p95_l
         p99_ms=_ms(total["99%"]),
         worst_endpoint_p95_ms=worst_p95,
         worst_endpoint=worst,
-        max_queue_length=queue_max[longest],
-        max_queue=longest if queue_max[longest] else "",
+        max_queue_length=queue_max.get(longest, 0),
+        max_queue=longest if queue_max.get(longest, 0) else "",
         worker_rss_kb=samples.worker_rss_kb,
         holds=failures == 0 and worst_p95 is not None and worst_p95 <= p95_limit_ms,
     )
@@ -439,9 +443,8 @@ def run_step(config: Config, broker: redis.Redis, users: int, queues_empty_befor
     stats_csv = step_config.out_dir / "load_stats.csv"
     rows = endpoint_rows(stats_csv) if stats_csv.exists() else []
     print(f"\n### {users} users\n\n{render_endpoints(rows, samples)}\n", flush=True)
-    queue_max = {name: max(lengths, default=0) for name, lengths in samples.queues.items()}
     figures = step_figures(users, rows, samples, config.p95_limit_ms)
-    return Step(figures, run_id, step_config.out_dir, locust_status, queues_empty_before, queue_max)
+    return Step(figures, run_id, step_config.out_dir, locust_status, queues_empty_before, samples.maxima())
 
 
 def run_steps(config: Config, broker: redis.Redis) -> list[Step]:

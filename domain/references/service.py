@@ -231,7 +231,7 @@ def list_references(
     query = _visible_to(viewer)
     if status is not None:
         query = query.where(Reference.status == status)
-    own = viewer.role not in (Role.EMPLOYER, Role.REFERRER)
+    own = _sees_only_own(viewer)
     if not own:
         query = query.options(selectinload(Reference.candidate))
     page = newest_first(session, query, (Reference.created_at, Reference.id), cursor=cursor, limit=limit)
@@ -241,18 +241,23 @@ def list_references(
     return page
 
 
+def _sees_only_own(viewer: User) -> bool:
+    """Employers see what is shared with them, referrers what is addressed to them; others their own."""
+    return viewer.role not in (Role.EMPLOYER, Role.REFERRER)
+
+
 def _visible_to(viewer: User) -> Select[Reference]:
     query = select(Reference)
+    if _sees_only_own(viewer):
+        return query.where(Reference.candidate_id == viewer.id)
     if viewer.role == Role.EMPLOYER:
         shared = select(ReferenceShare.reference_id).where(
             ReferenceShare.employer_id == viewer.id, ReferenceShare.revoked_at.is_(None)
         )
         return query.where(Reference.id.in_(shared), Reference.status.in_(COMPLETED))
-    if viewer.role == Role.REFERRER:
-        if not viewer.email_verified:
-            return query.where(false())
-        return query.where(Reference.referrer_email_index == viewer.email_index)
-    return query.where(Reference.candidate_id == viewer.id)
+    if not viewer.email_verified:  # a referrer
+        return query.where(false())
+    return query.where(Reference.referrer_email_index == viewer.email_index)
 
 
 def audience_of(reference: Reference, viewer: User) -> Audience:
