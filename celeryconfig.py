@@ -72,6 +72,8 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "beat.tasks.restore_unacked_messages": float(_restore_interval(settings)),
         "beat.tasks.prune_expired_records": 3600.0,
         "beat.tasks.anchor_audit_trail": settings.audit_anchor_seconds,
+        # On the `audit` queue: appends facts whose wake-up was lost.
+        "tasks.audit.drain": settings.audit_drain_seconds,
         "beat.tasks.sweep_references": settings.reference_sweep_seconds,
         "beat.tasks.expire_jobs": settings.reference_sweep_seconds,
     }

@@ -1,4 +1,7 @@
-"""The periodic tasks beat schedules (`celeryconfig.beat_schedule`); they run on `sync` workers."""
+"""The periodic tasks beat schedules (`celeryconfig.beat_schedule`); they run on `sync` workers.
+
+Beat also schedules one queue task as a safety net: `tasks.audit.drain`, on `audit`.
+"""
 
 from __future__ import annotations
 

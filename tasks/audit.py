@@ -1,18 +1,18 @@
-"""The `audit` queue: appending facts to the audit trail's hash chain."""
+"""The `audit` queue: appending the recorded facts to the audit trail's hash chain."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.orm import Session
-
 from domain.audit import service as audit
-from domain.operations.models import Operation
+from domain.operations import routes
+from domain.operations.dispatch import clear_wakeup
 from tasks.app import app
-from tasks.base import OperationTask
+from tasks.runtime import runtime
 
 
-@app.task(base=OperationTask, name="tasks.audit.append_entry")
-def append_entry(session: Session, operation: Operation, fact: dict[str, Any]) -> dict[str, Any]:
-    entry = audit.append(session, fact, operation_id=operation.id)
-    return {"sequence": entry.sequence, "hash": entry.hash.hex()}
+@app.task(name="tasks.audit.drain")
+def drain() -> int:
+    """Append every pending fact to the chain; return how many (sent as a wake-up, and by beat)."""
+    rt = runtime()
+    # First, before reading: a fact committed from now on sends a new wake-up.
+    clear_wakeup(rt.redis, routes.DRAIN_AUDIT)
+    return audit.drain(rt.database)

@@ -1,4 +1,4 @@
-"""Audit entries (a hash chain) and the anchors that pin its head at given times."""
+"""Audit entries (a hash chain), the facts waiting to join it, and the anchors that pin its head."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import BigInteger, Index, LargeBinary, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,10 +29,8 @@ class AuditEntry(Base):
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    # The operation that appended it: a redelivered task finds its entry instead of adding one.
-    operation_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("operations.id", ondelete="SET NULL"), unique=True
-    )
+    # The request (or task) that recorded the fact, for tracing; not covered by the hash.
+    request_id: Mapped[str | None] = mapped_column(String(64))
     previous_hash: Mapped[bytes] = mapped_column(LargeBinary)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -41,6 +39,25 @@ class AuditEntry(Base):
         Index("ix_audit_entries_actor_id", "actor_id"),
         Index("ix_audit_entries_action", "action"),
     )
+
+
+class AuditPending(Base):
+    """A fact recorded but not yet appended to the chain; `id` is the recording order.
+
+    Written in the recording transaction (one cheap insert); the drain appends pending
+    facts in `id` order and deletes them in the same transaction.
+    """
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    recorded_at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(64))
+    actor_id: Mapped[uuid.UUID | None]
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditAnchor(Base):

@@ -1,8 +1,14 @@
 """Record facts in the audit trail, verify the chain, anchor its head.
 
-A fact is recorded in the caller's transaction as an operation on the `audit` queue, so
-requests never wait for the chain; the task appends it (one appender at a time, under a
-PostgreSQL advisory lock), and a redelivered task finds the entry it already appended.
+Recording a fact costs the caller one insert into `audit_pending`, in its own transaction,
+so requests never wait for the chain. After the commit one `tasks.audit.drain` wake-up
+goes to the `audit` queue (one per transaction, and none while another is still queued);
+beat also runs the drain every `AUDIT_DRAIN_SECONDS`, so a lost wake-up delays a fact but
+never strands it. The drain appends pending facts in recording order, in batches: each
+batch is chained onto the head, inserted, and removed from `audit_pending` in one
+transaction under a PostgreSQL advisory lock (one appender at a time), so a redelivered
+or concurrent drain finds nothing left to append twice.
+
 Each entry's hash covers the previous hash and the entry's content, so changing, removing
 or reordering any entry breaks every later link; anchors (head hash + MAC, taken by beat)
 make even a fully recomputed chain detectable.
@@ -14,28 +20,31 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from domain.audit.models import AuditAnchor, AuditEntry
+from domain.audit.models import AuditAnchor, AuditEntry, AuditPending
 from domain.core.crypto import derive_key
-from domain.core.db import utcnow
+from domain.core.db import Database, utcnow
 from domain.core.encrypted import current_keyring
 from domain.core.errors import InvalidInput
+from domain.core.logging import request_id_var
 from domain.operations import routes
-from domain.operations import service as operations
-from domain.operations.models import Operation
+from domain.operations.dispatch import stage_wakeup
 
 GENESIS = bytes(32)
 # pg_advisory_xact_lock key that serialises appends ("deeprefa").
 APPEND_LOCK = 0x6465657072656661
-KIND = "audit.append"
+# Pending facts appended per transaction by the drain.
+DRAIN_BATCH = 500
 VERIFY_BATCH = 1000
+# What an entry's hash covers, besides the previous hash.
+HASHED = ("sequence", "recorded_at", "action", "actor_id", "subject_type", "subject_id", "data")
 Scalar = str | int | bool | None
 
 
@@ -49,69 +58,103 @@ class Fact:
     actor_id: str | None = None
     data: dict[str, Scalar] | None = None
 
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "subject_type": self.subject_type,
-            "subject_id": self.subject_id,
-            "actor_id": self.actor_id,
-            "data": self.data or {},
-        }
 
+def record(session: Session, fact: Fact, request_id: str | None = None) -> None:
+    """Queue `fact` for the audit trail; the `audit` queue appends it after commit.
 
-def record(session: Session, fact: Fact, request_id: str | None = None) -> Operation:
-    """Queue `fact` for the audit trail; it is appended on the `audit` queue after commit."""
+    Raises InvalidInput when `fact.data` holds anything but strings, integers, booleans and
+    nulls. `request_id` defaults to the id of the request (or task) being served; it is kept
+    on the entry, outside its hash.
+    """
     for key, value in (fact.data or {}).items():
         if not isinstance(value, str | int | bool | type(None)) or isinstance(value, float):
             raise InvalidInput(f"audit data {key!r} must be a string, integer, boolean or null")
-    return operations.enqueue(
-        session,
-        owner_id=None,
-        kind=KIND,
-        route=routes.APPEND_AUDIT,
-        payload={"fact": fact.to_payload()},
-        request_id=request_id,
-    )
-
-
-def append(session: Session, fact: dict[str, Any], operation_id: uuid.UUID | None = None) -> AuditEntry:
-    """Append `fact` to the chain (once per operation); return its entry."""
-    if operation_id is not None:
-        existing = session.scalars(select(AuditEntry).where(AuditEntry.operation_id == operation_id)).first()
-        if existing is not None:
-            return existing
-    session.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK)))
-    head = session.scalars(select(AuditEntry).order_by(AuditEntry.sequence.desc()).limit(1)).first()
-    entry = AuditEntry(
-        sequence=head.sequence + 1 if head else 1,
+    pending = AuditPending(
         recorded_at=utcnow(),
-        action=fact["action"],
-        actor_id=uuid.UUID(fact["actor_id"]) if fact.get("actor_id") else None,
-        subject_type=fact["subject_type"],
-        subject_id=fact["subject_id"],
-        data=fact.get("data") or {},
-        operation_id=operation_id,
-        previous_hash=head.hash if head else GENESIS,
+        action=fact.action,
+        actor_id=uuid.UUID(fact.actor_id) if fact.actor_id else None,
+        subject_type=fact.subject_type,
+        subject_id=fact.subject_id,
+        data=dict(fact.data or {}),
+        request_id=request_id if request_id is not None else request_id_var.get(),
     )
-    entry.hash = entry_hash(entry)
-    session.add(entry)
-    session.flush()
-    return entry
+    session.add(pending)
+    stage_wakeup(session, routes.DRAIN_AUDIT)
+
+
+def drain(database: Database) -> int:
+    """Append every pending fact to the chain, oldest first; return how many were appended.
+
+    Works in transactions of up to DRAIN_BATCH facts; a drain stopped midway keeps what it
+    committed, and the next one continues from there.
+    """
+    appended = 0
+    while True:
+        with database.transaction() as session:
+            batch = _append_batch(session, DRAIN_BATCH)
+        appended += batch
+        if batch < DRAIN_BATCH:
+            return appended
+
+
+def _append_batch(session: Session, limit: int) -> int:
+    """Append up to `limit` pending facts, in recording order, and remove them; return how many."""
+    session.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK)))
+    # Read under the lock: a drain that held it before has committed, its facts are gone.
+    pending = session.execute(select(AuditPending.__table__).order_by(AuditPending.id).limit(limit)).all()
+    if not pending:
+        return 0
+    head = session.execute(
+        select(AuditEntry.sequence, AuditEntry.hash).order_by(AuditEntry.sequence.desc()).limit(1)
+    ).first()
+    after = (head.sequence, head.hash) if head is not None else (0, GENESIS)
+    session.execute(insert(AuditEntry), _chained(pending, after, utcnow()))
+    session.execute(
+        delete(AuditPending).where(AuditPending.id.in_([row.id for row in pending])),
+        execution_options={"synchronize_session": False},
+    )
+    return len(pending)
+
+
+def _chained(pending: Sequence[Row[Any]], after: tuple[int, bytes], now: datetime) -> list[dict[str, Any]]:
+    """The entries for `pending`, each linked to the one before, the first to `after` (sequence, hash)."""
+    sequence, previous = after
+    entries = []
+    for row in pending:
+        sequence += 1
+        entry = {
+            "sequence": sequence,
+            "recorded_at": now,
+            "action": row.action,
+            "actor_id": row.actor_id,
+            "subject_type": row.subject_type,
+            "subject_id": row.subject_id,
+            "data": row.data,
+            "request_id": row.request_id,
+            "previous_hash": previous,
+        }
+        entry["hash"] = previous = _hash(previous, entry)
+        entries.append(entry)
+    return entries
 
 
 def entry_hash(entry: AuditEntry) -> bytes:
     """SHA-256 of the previous hash and the entry's canonical JSON."""
+    return _hash(entry.previous_hash, {name: getattr(entry, name) for name in HASHED})
+
+
+def _hash(previous_hash: bytes, values: Mapping[str, Any]) -> bytes:
     content = {
-        "sequence": entry.sequence,
-        "recordedAt": entry.recorded_at.astimezone(UTC).isoformat(),
-        "action": entry.action,
-        "actorId": str(entry.actor_id) if entry.actor_id else None,
-        "subjectType": entry.subject_type,
-        "subjectId": entry.subject_id,
-        "data": entry.data,
+        "sequence": values["sequence"],
+        "recordedAt": values["recorded_at"].astimezone(UTC).isoformat(),
+        "action": values["action"],
+        "actorId": str(values["actor_id"]) if values["actor_id"] else None,
+        "subjectType": values["subject_type"],
+        "subjectId": values["subject_id"],
+        "data": values["data"],
     }
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha256(entry.previous_hash + canonical).digest()
+    return hashlib.sha256(previous_hash + canonical).digest()
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ class Settings(BaseModel):
     outbox_grace_seconds: float = Field(default=30.0, ge=0)
     reaper_seconds: float = Field(default=30.0, gt=0)
     audit_anchor_seconds: float = Field(default=3600.0, gt=0)
+    # How often beat appends pending audit facts, in case a wake-up was lost.
+    audit_drain_seconds: float = Field(default=5.0, gt=0)
     # How often beat sends due reference reminders and expires unanswered requests.
     reference_sweep_seconds: float = Field(default=300.0, gt=0)
     # Referee link requests per minute, per link and per client IP.
@@ -176,6 +178,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             outbox_grace_seconds=float(env.get("OUTBOX_GRACE_SECONDS", "30")),
             reaper_seconds=float(env.get("REAPER_SECONDS", "30")),
             audit_anchor_seconds=float(env.get("AUDIT_ANCHOR_SECONDS", "3600")),
+            audit_drain_seconds=float(env.get("AUDIT_DRAIN_SECONDS", "5")),
             reference_sweep_seconds=float(env.get("REFERENCE_SWEEP_SECONDS", "300")),
             referee_rate_limit_per_minute=int(env.get("REFEREE_RATE_LIMIT_PER_MINUTE", "30")),
             job_listing_cache_seconds=float(env.get("JOB_LISTING_CACHE_SECONDS", "30")),

@@ -1,24 +1,31 @@
 """After a commit: publish the transaction's tasks to the broker and its events to Redis.
 
-Domain services only *stage* work on the session (`stage_task`, `stage_event`); nothing
-leaves the process before the transaction that justifies it has committed, and a
-rollback discards it. Each process installs one `Dispatcher` on its database with the
-sender it has (a Celery client in the ingress, the Celery app in workers).
+Domain services only *stage* work on the session (`stage_task`, `stage_wakeup`,
+`stage_event`); nothing leaves the process before the transaction that justifies it has
+committed, and a rollback discards it. Each process installs one `Dispatcher` on its
+database with the sender it has (a Celery client in the ingress, the Celery app in workers).
 
 A task that cannot be published (broker down, process killed right after the commit)
 stays in the outbox unmarked; beat publishes it later (`relay_outbox`). Publishing twice
 is harmless: tasks are idempotent and keyed by the outbox id.
+
+A wake-up is different: an argument-less task that works through rows the transaction
+left behind (the audit trail's pending facts), with no operation and no outbox row. Each
+transaction sends at most one per task, and while one is queued — a Redis key with a
+short expiry, cleared by the task as it starts — no other transaction sends another.
+A lost wake-up is harmless too: beat runs the same task every few seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import redis
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -26,11 +33,15 @@ from domain.core.db import Database, utcnow
 from domain.core.events import EventPublisher
 from domain.core.redis import OutageBackoff
 from domain.operations.models import OutboxMessage
+from domain.operations.routes import TaskRoute
 
 logger = logging.getLogger(__name__)
 
 STAGED_TASKS = "deepref.staged_tasks"
 STAGED_EVENTS = "deepref.staged_events"
+STAGED_WAKEUPS = "deepref.staged_wakeups"
+# Seconds a queued wake-up holds back the others: a lost one delays none for longer.
+WAKEUP_DEBOUNCE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,31 @@ def stage_task(session: Session, message: OutboxMessage) -> None:
     session.info.setdefault(STAGED_TASKS, []).append(OutgoingTask.of(message))
 
 
+def stage_wakeup(session: Session, route: TaskRoute) -> None:
+    """Send the argument-less task `route` once the session's transaction commits.
+
+    Sent once however often the transaction stages it, and not at all while an earlier
+    wake-up for it is still queued (see `clear_wakeup`).
+    """
+    session.info.setdefault(STAGED_WAKEUPS, {})[route.name] = route
+
+
+def wakeup_key(route: TaskRoute) -> str:
+    """The Redis key saying a wake-up is queued: `tasks.audit.drain` → `deepref:audit:drain-queued`."""
+    return "deepref:" + route.name.removeprefix("tasks.").replace(".", ":") + "-queued"
+
+
+def clear_wakeup(client: redis.Redis, route: TaskRoute) -> None:
+    """Say the queued wake-up for `route` is being served, so the next commit that stages one sends it.
+
+    The task calls this before it reads any work: what commits later asks for a new wake-up.
+    """
+    try:
+        client.delete(wakeup_key(route))
+    except redis.RedisError:  # the key expires by itself; beat runs the task meanwhile
+        logger.warning("wake-up key of %s not cleared: Redis unavailable", route.name)
+
+
 def stage_event(session: Session, user_id: uuid.UUID, name: str, data: dict[str, Any]) -> None:
     """Send event `name` to the user's clients once the session's transaction commits."""
     session.info.setdefault(STAGED_EVENTS, []).append((user_id, name, data))
@@ -78,6 +114,9 @@ class Dispatcher:
         # After a broker failure, leave new tasks to beat for a moment instead of making
         # every request wait for another failed connection attempt.
         self.broker_outage = OutageBackoff(seconds=5.0)
+        # Where queued wake-ups are remembered; without Redis, every staged wake-up is sent.
+        self.redis = events.client if events is not None else None
+        self.redis_outage = OutageBackoff(seconds=2.0)
 
     def install(self) -> Dispatcher:
         for factory in self.database.factories:
@@ -88,26 +127,46 @@ class Dispatcher:
     def _after_commit(self, session: Session) -> None:
         tasks: list[OutgoingTask] = session.info.pop(STAGED_TASKS, [])
         events: list[tuple[uuid.UUID, str, dict[str, Any]]] = session.info.pop(STAGED_EVENTS, [])
+        wakeups: dict[str, TaskRoute] = session.info.pop(STAGED_WAKEUPS, {})
         # Events first: once a task is out, its worker may publish a later state, which must
         # not reach the client before the state this transaction committed.
         if self.events is not None:
             for user_id, name, data in events:
                 self.events.publish(user_id, name, data)
+        if wakeups:
+            tasks = tasks + self._wakeups_to_send(wakeups.values())
         if tasks:
             self.publish(tasks)
+
+    def _wakeups_to_send(self, routes: Iterable[TaskRoute]) -> list[OutgoingTask]:
+        if self.broker_outage.active:  # it would not be sent: leave the key free, beat runs the task
+            return []
+        return [OutgoingTask(uuid.uuid4(), route.name, route.queue, {}) for route in routes if self._first(route)]
+
+    def _first(self, route: TaskRoute) -> bool:
+        """Mark a wake-up for `route` queued; False if one already is (True when Redis cannot tell)."""
+        if self.redis is None or self.redis_outage.active:
+            return True
+        try:
+            return bool(self.redis.set(wakeup_key(route), 1, nx=True, ex=WAKEUP_DEBOUNCE_SECONDS))
+        except redis.RedisError:  # better a wake-up too many than a fact left waiting for beat
+            logger.warning("wake-up key of %s not set: Redis unavailable", route.name)
+            self.redis_outage.failed()
+            return True
 
     def publish(self, tasks: list[OutgoingTask]) -> int:
         """Send `tasks` to the broker; return how many it took.
 
-        Stops at the first failure: the broker is most likely down, and beat retries the rest.
+        Stops at the first failure: the broker is most likely down, and beat retries the rest
+        (outbox rows through `relay_outbox`, wake-ups by running their task on a schedule).
         """
         for sent, task in enumerate(tasks):
             if self.broker_outage.active:
                 return sent
             try:
                 self.sender(task)
-            except Exception:  # any broker fault: the outbox keeps the task
-                logger.warning("task %s (%s) not published; the outbox keeps it", task.id, task.name, exc_info=True)
+            except Exception:  # any broker fault: the outbox (or beat's schedule) keeps the task
+                logger.warning("task %s (%s) not published; beat sends it later", task.id, task.name, exc_info=True)
                 self.broker_outage.failed()
                 return sent
         return len(tasks)
@@ -116,3 +175,4 @@ class Dispatcher:
 def _discard(session: Session) -> None:
     session.info.pop(STAGED_TASKS, None)
     session.info.pop(STAGED_EVENTS, None)
+    session.info.pop(STAGED_WAKEUPS, None)

@@ -1,4 +1,4 @@
-"""Which task runs each kind of operation, and on which queue.
+"""Which task runs each kind of operation (and each wake-up), and on which queue.
 
 The domain names tasks without importing Celery; `tests/integration/test_task_routes.py`
 checks that each route names a task the workers register, on the queue its module serves.
@@ -18,7 +18,8 @@ class TaskRoute:
 DELIVER_EMAIL = TaskRoute("tasks.email.deliver_notification", "email")
 DELIVER_SMS = TaskRoute("tasks.sms.deliver_notification", "sms")
 PROBE = TaskRoute("tasks.sync.probe", "sync")
-APPEND_AUDIT = TaskRoute("tasks.audit.append_entry", "audit")
+# A wake-up, not an operation: appends the audit trail's pending facts (see domain/audit).
+DRAIN_AUDIT = TaskRoute("tasks.audit.drain", "audit")
 DELIVER_REFERENCE_EMAIL = TaskRoute("tasks.email.deliver_reference_request", "email")
 DELIVER_REFERENCE_SMS = TaskRoute("tasks.sms.deliver_reference_request", "sms")
 VERIFY_REFERENCE = TaskRoute("tasks.ai.verify_reference", "ai")

@@ -15,9 +15,14 @@ from typing import Any
 import falcon.testing
 from sqlalchemy import select, text, update
 
+from domain.audit import service as audit
+from domain.audit.models import AuditEntry, AuditPending
 from domain.core.db import Database, utcnow
 from domain.core.events import replay
+from domain.core.logging import request_id_var
 from domain.notifications.providers import TwilioSmsProvider
+from domain.operations import routes
+from domain.operations import service as operations
 from domain.operations.models import Operation, OperationStatus, OutboxMessage
 from ingress.app import create_app
 from tests.conftest import Account, register, statements_during, without_savepoints
@@ -32,7 +37,9 @@ def _operation(client: Any, account: Account, operation_id: str) -> dict[str, An
     return result.json  # type: ignore[no-any-return]
 
 
-def test_email_verification_from_request_to_confirmed_address(client, account, worker, published, redis_client):
+def test_email_verification_from_request_to_confirmed_address(
+    client, account, worker, published, redis_client, database
+):
     accepted = client.simulate_post("/api/v1/users/me/email-verification", headers=account.auth)
     assert accepted.status_code == 202, accepted.text
     operation = accepted.json["operation"]
@@ -68,8 +75,11 @@ def test_email_verification_from_request_to_confirmed_address(client, account, w
     )
     assert confirmed.status_code == 200, confirmed.text
     assert confirmed.json["emailVerified"] is True
-    [audited] = published  # the wrong guess recorded nothing; the confirmation is audited
-    assert audited.kwargs["fact"]["action"] == "user.email_verified"
+    # The wrong guess recorded nothing; the confirmation is audited (a wake-up for the audit drain).
+    assert [(t.name, t.queue, t.kwargs) for t in published] == [("tasks.audit.drain", "audit", {})]
+    worker.drain()
+    with database.transaction() as session:
+        assert [e.action for e in audit.list_entries(session)[0]] == ["user.email_verified"]
     assert client.simulate_get("/api/v1/users/me", headers=account.auth).json["emailVerified"] is True
     again = client.simulate_post("/api/v1/users/me/email-verification", headers=account.auth)
     assert again.status_code == 409
@@ -313,13 +323,25 @@ def test_the_worker_marks_its_message_published_so_beat_leaves_it_alone(client, 
     assert maintenance.relay_outbox(database, published.append, grace_seconds=0) == 0
 
 
-def test_an_operation_keeps_the_id_of_the_request_that_queued_it(client, admin, account, database):
-    # The audit operation is queued deep inside a domain service that knows nothing of requests.
+def test_an_operation_keeps_the_id_of_the_request_that_queued_it(database):
+    # Services deep in the domain know nothing of requests: the id comes from the context.
+    token = request_id_var.set("req-abc-123")
+    try:
+        with database.transaction() as session:
+            operation = operations.enqueue(session, owner_id=None, kind="test.kind", route=routes.PROBE)
+    finally:
+        request_id_var.reset(token)
+    assert operation.request_id == "req-abc-123"
+
+
+def test_an_audit_fact_keeps_the_id_of_the_request_that_recorded_it(client, admin, account, database, worker):
     headers = admin.auth | {"X-Request-Id": "req-abc-123"}
     client.simulate_patch(f"/api/v1/users/{account.id}", json={"name": "Renamed"}, headers=headers)
     with database.transaction() as session:
-        [request_id] = session.scalars(select(Operation.request_id).where(Operation.kind == "audit.append")).all()
-    assert request_id == "req-abc-123"
+        assert session.scalars(select(AuditPending.request_id)).all() == ["req-abc-123"]
+    worker.drain()
+    with database.transaction() as session:
+        assert session.scalars(select(AuditEntry.request_id)).all() == ["req-abc-123"]
 
 
 def test_reading_ones_operation_is_one_query_outside_any_transaction(client, account, worker, connection):

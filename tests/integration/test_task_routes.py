@@ -40,4 +40,7 @@ def test_the_reliability_settings_hold(settings, registered: set[str]) -> None:
     assert config["task_time_limit"] < config["broker_transport_options"]["visibility_timeout"]
     assert config["task_soft_time_limit"] < config["task_time_limit"]
     scheduled = {entry["task"] for entry in config["beat_schedule"].values()}
-    assert len(scheduled) == 7 and scheduled <= registered
+    assert len(scheduled) == 8 and scheduled <= registered
+    # The safety net for lost audit wake-ups runs where the wake-ups go.
+    assert "tasks.audit.drain" in scheduled
+    assert app.amqp.router.route({}, "tasks.audit.drain")["queue"].name == "audit"
