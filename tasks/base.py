@@ -21,6 +21,7 @@ import uuid
 from typing import Any
 
 from celery import Task
+from sqlalchemy.orm import joinedload
 from prometheus_client import Counter, Histogram
 
 from domain.core.errors import DomainError, PermanentFault, TransientFault
@@ -119,7 +120,11 @@ def _perform(rt: Runtime, task: OperationTask, operation_id: uuid.UUID, ids: dic
 
 
 def _running(session: Any, operation_id: uuid.UUID) -> Operation:
-    operation = session.get(Operation, operation_id, with_for_update=True)
+    # The owner comes in the same query: its data key seals the result, and the domain call
+    # usually needs the same user (found in the session then, not queried again).
+    operation = session.get(
+        Operation, operation_id, with_for_update={"of": Operation}, options=[joinedload(Operation.owner)]
+    )
     if operation is None:  # deleted (its owner erased) between claim and run
         raise DomainError("operation disappeared")
     return operation  # type: ignore[no-any-return]

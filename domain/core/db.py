@@ -1,19 +1,23 @@
 """SQLAlchemy base, engine and sessions.
 
 The engine is sized for gevent workers (about ten pooled connections per worker served
-best here), checks connections before use so a restarted PostgreSQL is picked up by
-itself, and gives up quickly when the server is unreachable so callers can answer 503.
+best here), checks a connection that sat idle in the pool before handing it out so a
+restarted PostgreSQL is picked up by itself, and gives up quickly when the server is
+unreachable so callers can answer 503.
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engine, text
+from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from domain.core.config import Settings
@@ -30,6 +34,12 @@ NAMING_CONVENTION = {
 # Seconds: connecting to an unreachable server, and the longest statement we allow.
 CONNECT_TIMEOUT = 1
 STATEMENT_TIMEOUT_MS = 10_000
+# A pooled connection idle this long is pinged before use. One in steady use is not: its
+# last statement just worked, and a ping per checkout cost a round trip per request. A
+# connection that breaks while busy fails its request (503) and SQLAlchemy then replaces
+# every connection of the pool.
+IDLE_PING_SECONDS = 2.0
+IDLE_SINCE = "deepref.idle_since"
 
 
 class Base(DeclarativeBase):
@@ -56,7 +66,6 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         # Waiting requests get connections in the order they asked (see pool.py).
         "poolclass": FairQueuePool,
         "pool_timeout": settings.db_pool_timeout,
-        "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": {
             "connect_timeout": CONNECT_TIMEOUT,
@@ -67,7 +76,28 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         },
     }
     options.update(overrides)
-    return create_engine(settings.require_database_url(), **options)
+    engine = create_engine(settings.require_database_url(), **options)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    def checked_in(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[IDLE_SINCE] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        # `info` starts empty on a new connection: only a reused, idle one is pinged.
+        idle_since = record.info.get(IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another (a new one if need be).
+            raise DisconnectionError("a pooled connection no longer answers") from exc
+
+    event.listen(engine.pool, "checkin", checked_in)
+    event.listen(engine.pool, "checkout", checked_out)
 
 
 class Database:

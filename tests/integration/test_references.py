@@ -12,7 +12,7 @@ from typing import Any
 import falcon.testing
 
 from domain.core.events import replay
-from tests.conftest import Account, register
+from tests.conftest import Account, register, statements_during, without_savepoints
 from tests.fakes import mail_outbox, sms_outbox
 
 LINK = re.compile(r"/referee/([A-Za-z0-9_\-]{43})\b")
@@ -323,3 +323,16 @@ def test_reminders_are_spaced_limited_and_carry_working_links(client, worker, co
     fourth = client.simulate_post(f"/api/v1/references/{reference_id}/reminders", headers=candidate.auth)
     assert fourth.status_code == 409
     assert fourth.json["message"] == "all 3 reminders have been sent for this reference"
+
+
+def test_sending_a_link_loads_the_owner_with_the_operation_and_writes_the_notification_once(
+    client, worker, published, connection
+):
+    candidate = register(client)
+    assert request_reference(client, candidate).status_code == 202
+    [email] = [task for task in published if task.queue == "email"]
+    published.remove(email)
+    ran = without_savepoints(statements_during(connection, lambda: worker.run(email)))
+    assert [s for s in ran if s.startswith("SELECT users.")] == []  # joined to the operation instead
+    assert len([s for s in ran if s.startswith("UPDATE notifications")]) == 1
+    assert len(mail_outbox(worker.var_dir)) == 1
