@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -42,6 +42,9 @@ STAGED_EVENTS = "deepref.staged_events"
 STAGED_WAKEUPS = "deepref.staged_wakeups"
 # Seconds a queued wake-up holds back the others: a lost one delays none for longer.
 WAKEUP_DEBOUNCE_SECONDS = 30
+# A wake-up is due this long after the commit that sends it: the transactions committing
+# meanwhile send none and their work joins its batch (one task per batch, not per commit).
+WAKEUP_DELAY_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,10 @@ class Dispatcher:
     def _wakeups_to_send(self, routes: Iterable[TaskRoute]) -> list[OutgoingTask]:
         if self.broker_outage.active:  # it would not be sent: leave the key free, beat runs the task
             return []
-        return [OutgoingTask(uuid.uuid4(), route.name, route.queue, {}) for route in routes if self._first(route)]
+        due = utcnow() + timedelta(seconds=WAKEUP_DELAY_SECONDS)
+        return [
+            OutgoingTask(uuid.uuid4(), route.name, route.queue, {}, eta=due) for route in routes if self._first(route)
+        ]
 
     def _first(self, route: TaskRoute) -> bool:
         """Mark a wake-up for `route` queued; False if one already is (True when Redis cannot tell)."""

@@ -16,11 +16,11 @@ from sqlalchemy import func, select, text
 from domain.audit import service as audit
 from domain.audit.models import AuditEntry, AuditPending
 from domain.audit.service import Fact
-from domain.core.db import Database
+from domain.core.db import Database, utcnow
 from domain.core.errors import InvalidInput
 from domain.core.events import EventPublisher
 from domain.operations import routes
-from domain.operations.dispatch import Dispatcher, OutgoingTask, clear_wakeup, wakeup_key
+from domain.operations.dispatch import WAKEUP_DELAY_SECONDS, Dispatcher, OutgoingTask, clear_wakeup, wakeup_key
 from domain.operations.models import Operation, OutboxMessage
 from domain.users import service as users
 from domain.users.models import User
@@ -68,6 +68,8 @@ def test_administration_is_recorded_on_the_audit_queue_and_chained(client, admin
     assert changed.status_code == 200
     [wakeup] = published
     assert ((wakeup.name, wakeup.queue), wakeup.kwargs) == (DRAIN, {})
+    # Due a moment later, so that facts committed meanwhile join its batch.
+    assert wakeup.eta is not None and 0 < (wakeup.eta - utcnow()).total_seconds() <= WAKEUP_DELAY_SECONDS
     assert (_pending(database), _chain(database)) == (1, [])  # recorded, not yet appended
     worker.drain()
     assert _pending(database) == 0
