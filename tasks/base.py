@@ -21,8 +21,8 @@ import uuid
 from typing import Any
 
 from celery import Task
-from sqlalchemy.orm import joinedload
 from prometheus_client import Counter, Histogram
+from sqlalchemy.orm import joinedload
 
 from domain.core.errors import DomainError, PermanentFault, TransientFault
 from domain.core.logging import request_id_var

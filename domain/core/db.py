@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from domain.core.config import Settings
 from domain.core.pool import FairQueuePool
