@@ -138,9 +138,11 @@ def process_commands(settings: Settings, *, all_queues_in_one_worker: bool = Fal
 def worker_command(queues: list[str], pool: list[str]) -> list[str]:
     """`celery worker` for `queues`, named after them so Flower shows which is which."""
     name = "-".join(queues) if len(queues) < len(WORKER_POOLS) else "all"
+    # No mingle and no gossip: nothing here uses what workers tell each other (revoked ids,
+    # elections), and mingling holds each worker's start for a second of waiting for replies.
     return [
         sys.executable, "-m", "celery", "-A", "tasks", "worker", "--queues", ",".join(queues),
-        "--hostname", f"{name}@%h", "--loglevel", "INFO", *pool,
+        "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip", *pool,
     ]  # fmt: skip
 
 

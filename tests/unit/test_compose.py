@@ -16,7 +16,7 @@ import yaml
 from celeryconfig import QUEUES
 from domain.core.config import PROJECT_ROOT
 from domain.operations import routes
-from ingress.cli import AI_POOLS, WORKER_POOLS, main
+from ingress.cli import AI_POOLS, WORKER_POOLS, main, worker_command
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -49,6 +49,9 @@ def test_every_queue_has_exactly_one_worker_service_with_its_pool():
             assert AI_POOLS["local"] == ["--pool", "prefork", "--concurrency", "2"]
         else:
             assert pool == WORKER_POOLS[queue]
+        # The same flags as `deepref run` gives its workers, pool aside.
+        flags = {part for part in worker_command([queue], []) if part.startswith("--without")}
+        assert flags == {"--without-mingle", "--without-gossip"} and flags <= set(argv)
 
 
 def test_exactly_one_beat_and_flower_behind_basic_auth():
