@@ -13,7 +13,20 @@ from sqlalchemy.orm import Mapped, mapped_column
 from domain.core.db import Base
 
 
-class AuditEntry(Base):
+class FactColumns:
+    """What a fact is, as both the chain's entries and the facts waiting for it store it."""
+
+    recorded_at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(64))
+    actor_id: Mapped[uuid.UUID | None]
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # The request (or task) that recorded the fact, for tracing; not covered by the hash.
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEntry(FactColumns, Base):
     """One recorded fact. `hash` covers the previous entry's hash and this entry's content.
 
     Entries hold ids and codes only, never personal data: the chain must stay verifiable
@@ -23,14 +36,6 @@ class AuditEntry(Base):
     __tablename__ = "audit_entries"
 
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    recorded_at: Mapped[datetime]
-    action: Mapped[str] = mapped_column(String(64))
-    actor_id: Mapped[uuid.UUID | None]
-    subject_type: Mapped[str] = mapped_column(String(32))
-    subject_id: Mapped[str] = mapped_column(String(64))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    # The request (or task) that recorded the fact, for tracing; not covered by the hash.
-    request_id: Mapped[str | None] = mapped_column(String(64))
     previous_hash: Mapped[bytes] = mapped_column(LargeBinary)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -41,7 +46,7 @@ class AuditEntry(Base):
     )
 
 
-class AuditPending(Base):
+class AuditPending(FactColumns, Base):
     """A fact recorded but not yet appended to the chain; `id` is the recording order.
 
     Written in the recording transaction (one cheap insert); the drain appends pending
@@ -51,13 +56,6 @@ class AuditPending(Base):
     __tablename__ = "audit_pending"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    recorded_at: Mapped[datetime]
-    action: Mapped[str] = mapped_column(String(64))
-    actor_id: Mapped[uuid.UUID | None]
-    subject_type: Mapped[str] = mapped_column(String(32))
-    subject_id: Mapped[str] = mapped_column(String(64))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditAnchor(Base):
