@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint fmt typecheck migrate bench load clean
+.PHONY: run test lint fmt typecheck migrate bench load floor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP)
 
 load: $(STAMP)
 	$(BIN)/python -m loadtests.load
+
+floor: $(STAMP)
+	$(BIN)/python -m loadtests.floor
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage*

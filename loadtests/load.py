@@ -178,18 +178,28 @@ def queue_lengths(client: redis.Redis) -> dict[str, int]:
     return lengths | {"unacked": counts[-1]}
 
 
-def ingress_worker_rss_kb() -> int:
-    """The largest VmRSS (kB) among the workers of the gunicorn serving ingress.app:app (0 if none)."""
-    largest = 0
+def ingress_worker_pids() -> list[int]:
+    """The workers (not the master) of the gunicorn serving ingress.app:app on this machine."""
+    found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if b"ingress.app:app" not in (proc / "cmdline").read_bytes():
                 continue
-            status = (proc / "status").read_text()
-            parent = Path("/proc") / _field(status, "PPid") / "cmdline"
-            if b"ingress.app:app" in parent.read_bytes():  # a worker, not the master
-                largest = max(largest, int(_field(status, "VmRSS").split()[0]))
-        except (OSError, ValueError, IndexError):
+            parent = Path("/proc") / _field((proc / "status").read_text(), "PPid") / "cmdline"
+            if b"ingress.app:app" in parent.read_bytes():
+                found.append(int(proc.name))
+        except (OSError, StopIteration):
+            continue
+    return sorted(found)
+
+
+def ingress_worker_rss_kb() -> int:
+    """The largest VmRSS (kB) among the ingress's gunicorn workers (0 if none)."""
+    largest = 0
+    for pid in ingress_worker_pids():
+        try:
+            largest = max(largest, int(_field(Path(f"/proc/{pid}/status").read_text(), "VmRSS").split()[0]))
+        except (OSError, StopIteration, ValueError, IndexError):
             continue
     return largest
 

@@ -146,12 +146,13 @@ def bare_env(base: Mapping[str, str], config: Config) -> dict[str, str]:
 
 
 class Server:
-    """A gunicorn master in its own session, its output in var/bench/<name>.log."""
+    """A gunicorn master in its own session, its output in <log_dir>/<name>.log (var/bench by default)."""
 
-    def __init__(self, name: str, target: str, env: Mapping[str, str]) -> None:
+    def __init__(self, name: str, target: str, env: Mapping[str, str], log_dir: Path = VAR) -> None:
         self.name = name
         self.port = free_port()
-        self.log = VAR / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"{name}.log"
         command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", f"{HOST}:{self.port}", target]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -190,8 +191,8 @@ class Server:
 
 
 @contextmanager
-def served(name: str, target: str, env: Mapping[str, str], ready_path: str) -> Iterator[Server]:
-    server = Server(name, target, env)
+def served(name: str, target: str, env: Mapping[str, str], ready_path: str, log_dir: Path = VAR) -> Iterator[Server]:
+    server = Server(name, target, env, log_dir)
     try:
         server.wait_ready(ready_path)
         yield server
