@@ -115,3 +115,32 @@ def test_hashing_in_gevents_thread_pool_leaves_the_loop_serving():
     assert checked and not hasher.verify("wrong horse battery staple", hashed)
     # The other greenlet kept running while bcrypt worked (in place, it would not have run at all).
     assert len(ticks) > 10
+
+
+def test_a_token_accepted_before_is_refused_once_it_has_expired():
+    short_lived = AccessTokens(SECRET, "deepref", "deepref-api", 1)
+    token = short_lived.issue(uuid.uuid4())
+    short_lived.subject(token)
+    time.sleep(1.1)
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        short_lived.subject(token)
+
+
+def test_a_tampered_copy_of_an_accepted_token_is_refused(tokens):
+    token = tokens.issue(uuid.uuid4())
+    tokens.subject(token)
+    header, payload, signature = token.split(".")
+    _, other_payload, _ = tokens.issue(uuid.uuid4()).split(".")
+    with pytest.raises(AuthenticationFailed, match="invalid"):
+        tokens.subject(f"{header}.{other_payload}.{signature}")
+    with pytest.raises(AuthenticationFailed, match="invalid"):
+        tokens.subject(f"{header}.{payload}.{signature[:-2]}")
+
+
+def test_the_tokens_remembered_are_bounded_and_the_oldest_are_checked_again():
+    tokens = AccessTokens(SECRET, "deepref", "deepref-api", 900, kept=2)
+    users = [uuid.uuid4() for _ in range(3)]
+    issued = [tokens.issue(user) for user in users]
+    assert [tokens.subject(token) for token in issued] == users
+    assert len(tokens._verified) == 2 and issued[0] not in tokens._verified
+    assert tokens.subject(issued[0]) == users[0]
