@@ -29,7 +29,6 @@ and floor.json. The exit status is 1 when a request failed.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -43,7 +42,7 @@ from typing import Any
 
 from domain.core.config import PROJECT_ROOT
 from loadtests.bare_app import HELLO_PATH
-from loadtests.load import ingress_worker_pids
+from loadtests.load import endpoint_rows, ingress_worker_pids
 from loadtests.servers import Server, cpu_seconds, machine_busy_seconds, served
 
 LOCUSTFILE = Path(__file__).with_name("floor_locustfile.py")
@@ -103,15 +102,9 @@ class Window:
     busy: float
 
 
-class CpuMeter:
+def cpu_now(locust_pid: int, server_pids: Sequence[int]) -> tuple[float, float, float]:
     """CPU seconds so far of Locust, of the server's workers and of the whole machine."""
-
-    def __init__(self, locust_pid: int, server_pids: Callable[[], Sequence[int]]) -> None:
-        self.locust_pid = locust_pid
-        self.server_pids = server_pids
-
-    def read(self) -> tuple[float, float, float]:
-        return cpu_seconds([self.locust_pid]), cpu_seconds(self.server_pids()), machine_busy_seconds()
+    return cpu_seconds([locust_pid]), cpu_seconds(server_pids), machine_busy_seconds()
 
 
 def run_target(config: Config, target: str) -> Row:
@@ -148,12 +141,11 @@ def measure(config: Config, target: str, host: str, path: str, pids: Callable[[]
         locust = subprocess.Popen(
             command, env={**os.environ, "FLOOR_PATH": path}, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT
         )
-        meter = CpuMeter(locust.pid, pids)
         started = time.monotonic()
         time.sleep(config.window_starts)
-        first, first_at = meter.read(), time.monotonic() - started
+        first, first_at = cpu_now(locust.pid, pids()), time.monotonic() - started
         time.sleep(config.window)
-        last, last_at = meter.read(), time.monotonic() - started
+        last, last_at = cpu_now(locust.pid, pids()), time.monotonic() - started
         locust.wait()
     answered = requests_between(Path(f"{prefix}_stats_history.csv"), first_at, last_at)
     return Window(answered, last[0] - first[0], last[1] - first[1], last[2] - first[2])
@@ -161,8 +153,7 @@ def measure(config: Config, target: str, host: str, path: str, pids: Callable[[]
 
 def requests_between(history_csv: Path, start: float, end: float) -> int:
     """Requests Locust counted between `start` and `end` seconds after its first history line."""
-    with history_csv.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"]
+    rows = [row for row in endpoint_rows(history_csv) if row["Name"] == "Aggregated"]
     if not rows:
         return 0
     origin = int(rows[0]["Timestamp"])
@@ -194,8 +185,7 @@ def row_of(config: Config, target: str, path: str, window: Window) -> Row:
 
 def stats_row(stats_csv: Path, path: str) -> dict[str, str]:
     """Locust's whole-run figures of the GET to `path` (empty when it sent none)."""
-    with stats_csv.open(newline="") as handle:
-        return next((row for row in csv.DictReader(handle) if row["Name"] == path), {})
+    return next((row for row in endpoint_rows(stats_csv) if row["Name"] == path), {})
 
 
 def render(rows: Sequence[Row], config: Config) -> str:
