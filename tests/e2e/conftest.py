@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 import redis
 
-from domain.core.embedded import free_port
+from domain.core.embedded import free_ports
 from tests.conftest import PASSWORD, create_database, redis_db_url, worker_id, worker_number
 from tests.e2e.helpers import DEEPREF, Processes
 
 
 def process_env(database_url: str, redis_url: str, var_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment for `deepref run` (or its pieces) on free loopback ports."""
+    ingress_port, relay_port, flower_port = free_ports(3)  # distinct: two probes in turn may get the same port
     return {
         **os.environ,
         "DEEPREF_ENV": "development",
@@ -31,9 +32,9 @@ def process_env(database_url: str, redis_url: str, var_dir: Path, **overrides: s
         "SECRET_KEY": secrets.token_urlsafe(48),
         "MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "DEEPREF_VAR_DIR": str(var_dir),
-        "INGRESS_PORT": str(free_port()),
-        "RELAY_PORT": str(free_port()),
-        "FLOWER_PORT": str(free_port()),
+        "INGRESS_PORT": str(ingress_port),
+        "RELAY_PORT": str(relay_port),
+        "FLOWER_PORT": str(flower_port),
         "BCRYPT_ROUNDS": "4",
         **overrides,
     }

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from domain.core.embedded import free_ports
 from domain.core.errors import InvalidInput
 from domain.core.pagination import decode_cursor, encode_cursor
 from domain.users import mfa
@@ -79,3 +80,8 @@ def test_profile_update_rules():
     with pytest.raises(ValidationError):
         ProfileUpdate.model_validate({"role": "admin"})
     assert ProfileUpdate.model_validate({"phone": None}).phone is None
+
+
+def test_ports_chosen_together_are_all_different():
+    ports = free_ports(50)
+    assert len(set(ports)) == 50 and all(port > 0 for port in ports)
